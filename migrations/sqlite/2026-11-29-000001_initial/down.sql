@@ -1,0 +1,9 @@
+DROP TABLE audit_log;
+DROP TABLE leases;
+DROP TABLE outbox;
+DROP TABLE acme_challenges;
+DROP TABLE certificate_versions;
+DROP TABLE certificates;
+DROP TABLE acme_accounts;
+DROP TABLE api_tokens;
+DROP TABLE organizations;

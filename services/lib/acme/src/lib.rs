@@ -1,0 +1,1 @@
+//! certfleet-acme

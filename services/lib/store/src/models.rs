@@ -1,0 +1,195 @@
+//! Row types: `*Row` is what a query returns, `New*` what an insert writes.
+
+use diesel::prelude::*;
+
+use crate::schema::{
+    acme_accounts, acme_challenges, api_tokens, audit_log, certificate_versions, certificates,
+    organizations, outbox,
+};
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(treat_none_as_default_value = false)]
+#[diesel(table_name = organizations)]
+pub struct Organization {
+    pub id: String,
+    pub slug: String,
+    pub name: String,
+    pub contact_email: String,
+    pub created_at: i64,
+    pub deleted_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(treat_none_as_default_value = false)]
+#[diesel(table_name = api_tokens)]
+pub struct ApiToken {
+    pub id: String,
+    /// `None` for platform-scoped tokens (admin).
+    pub organization_id: Option<String>,
+    pub role: String,
+    pub secret_sha256: Vec<u8>,
+    pub description: String,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(treat_none_as_default_value = false)]
+#[diesel(table_name = acme_accounts)]
+pub struct AcmeAccount {
+    pub id: String,
+    pub organization_id: String,
+    pub directory_url: String,
+    pub account_url: String,
+    pub contact: String,
+    /// Vault-sealed account credentials (contains the account private key).
+    pub credentials_sealed: Vec<u8>,
+    pub eab_key_id: Option<String>,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(treat_none_as_default_value = false)]
+#[diesel(table_name = certificates)]
+pub struct Certificate {
+    pub id: String,
+    pub organization_id: String,
+    pub primary_name: String,
+    /// Names joined with `,` in request order (primary first).
+    pub names: String,
+    /// Names sorted and joined with `,`: the identity of the name set.
+    pub names_key: String,
+    pub wildcard: bool,
+    pub key_type: String,
+    pub challenge_type: String,
+    pub dns_provider_id: Option<String>,
+    pub directory_url: String,
+    pub profile: Option<String>,
+    pub status: String,
+    pub auto_renew: bool,
+    pub renew_before_ms: Option<i64>,
+    pub renew_at: Option<i64>,
+    pub next_attempt_at: Option<i64>,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub current_version_id: Option<String>,
+    pub not_after: Option<i64>,
+    pub pending_order_url: Option<String>,
+    pub pending_reason: Option<String>,
+    pub lease_owner: Option<String>,
+    pub lease_until: Option<i64>,
+    pub deleted_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl Certificate {
+    /// The names in request order.
+    pub fn name_list(&self) -> Vec<String> {
+        self.names.split(',').map(str::to_owned).collect()
+    }
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(treat_none_as_default_value = false)]
+#[diesel(table_name = certificate_versions)]
+pub struct CertificateVersion {
+    pub id: String,
+    pub certificate_id: String,
+    pub organization_id: String,
+    pub version: i32,
+    pub serial: String,
+    pub fingerprint_sha256: String,
+    pub not_before: i64,
+    pub not_after: i64,
+    pub leaf_pem: String,
+    pub chain_pem: String,
+    /// Vault-sealed PKCS#8 private key; never plaintext.
+    pub key_sealed: Vec<u8>,
+    pub key_type: String,
+    pub order_url: String,
+    pub ari_start: Option<i64>,
+    pub ari_end: Option<i64>,
+    pub revoked_at: Option<i64>,
+    pub revocation_reason: Option<String>,
+    pub backup_location: Option<String>,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(treat_none_as_default_value = false)]
+#[diesel(table_name = acme_challenges)]
+pub struct AcmeChallenge {
+    pub id: String,
+    pub organization_id: String,
+    pub certificate_id: String,
+    pub order_url: String,
+    pub authorization_url: String,
+    pub name: String,
+    pub challenge_type: String,
+    pub token: String,
+    pub key_authorization: String,
+    pub dns_record_name: Option<String>,
+    pub dns_record_value: Option<String>,
+    pub status: String,
+    pub validated_at: Option<i64>,
+    pub error: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A job or event waiting to be published. Written in the same transaction as
+/// the state change that causes it.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(treat_none_as_default_value = false)]
+#[diesel(table_name = outbox)]
+pub struct OutboxMessage {
+    /// UUIDv7: sorts by creation time.
+    pub id: String,
+    pub topic: String,
+    pub organization_id: Option<String>,
+    pub payload: Vec<u8>,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(treat_none_as_default_value = false)]
+#[diesel(table_name = audit_log)]
+pub struct AuditEntry {
+    pub id: String,
+    pub organization_id: Option<String>,
+    /// Token id, or `system` for the scheduler and workers.
+    pub actor: String,
+    pub action: String,
+    pub target_id: Option<String>,
+    pub details: String,
+    pub created_at: i64,
+}
+
+impl AuditEntry {
+    pub fn new(
+        organization_id: Option<&str>,
+        actor: &str,
+        action: &str,
+        target_id: Option<&str>,
+        now_ms: i64,
+    ) -> Self {
+        Self {
+            id: crate::new_id(),
+            organization_id: organization_id.map(str::to_owned),
+            actor: actor.to_owned(),
+            action: action.to_owned(),
+            target_id: target_id.map(str::to_owned),
+            details: String::new(),
+            created_at: now_ms,
+        }
+    }
+}
+
+/// Side effects written atomically with a state change.
+#[derive(Debug, Clone, Default)]
+pub struct Effects {
+    pub outbox: Vec<OutboxMessage>,
+    pub audit: Vec<AuditEntry>,
+}

@@ -1,0 +1,141 @@
+//! Organizations (tenants) and API tokens.
+
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+
+use crate::models::{ApiToken, AuditEntry, Organization};
+use crate::schema::{api_tokens, audit_log, organizations};
+use crate::{Store, StoreError, transaction, with_conn};
+
+impl Store {
+    /// Creates an organization; a taken slug is [`StoreError::Conflict`].
+    pub async fn create_organization(
+        &self,
+        organization: Organization,
+        audit: AuditEntry,
+    ) -> Result<Organization, StoreError> {
+        let slug = organization.slug.clone();
+        let result = transaction!(self, |conn| {
+            diesel::insert_into(organizations::table)
+                .values(&organization)
+                .execute(conn)
+                .await?;
+            diesel::insert_into(audit_log::table)
+                .values(&audit)
+                .execute(conn)
+                .await?;
+            Ok(organization)
+        });
+        match result {
+            Err(StoreError::Query(error)) if StoreError::is_unique_violation(&error) => Err(
+                StoreError::Conflict(format!("organization with slug {slug:?}")),
+            ),
+            other => other,
+        }
+    }
+
+    pub async fn find_organization_by_slug(
+        &self,
+        slug: &str,
+    ) -> Result<Option<Organization>, StoreError> {
+        with_conn!(self, |conn| {
+            Ok(organizations::table
+                .filter(organizations::slug.eq(slug))
+                .filter(organizations::deleted_at.is_null())
+                .select(Organization::as_select())
+                .first(conn)
+                .await
+                .optional()?)
+        })
+    }
+
+    pub async fn find_organization(
+        &self,
+        organization_id: &str,
+    ) -> Result<Option<Organization>, StoreError> {
+        with_conn!(self, |conn| {
+            Ok(organizations::table
+                .find(organization_id)
+                .filter(organizations::deleted_at.is_null())
+                .select(Organization::as_select())
+                .first(conn)
+                .await
+                .optional()?)
+        })
+    }
+
+    pub async fn insert_api_token(
+        &self,
+        token: ApiToken,
+        audit: AuditEntry,
+    ) -> Result<ApiToken, StoreError> {
+        transaction!(self, |conn| {
+            diesel::insert_into(api_tokens::table)
+                .values(&token)
+                .execute(conn)
+                .await?;
+            diesel::insert_into(audit_log::table)
+                .values(&audit)
+                .execute(conn)
+                .await?;
+            Ok(token)
+        })
+    }
+
+    /// The token with this id, unless revoked. The caller compares the secret hash.
+    pub async fn find_api_token(&self, token_id: &str) -> Result<Option<ApiToken>, StoreError> {
+        with_conn!(self, |conn| {
+            Ok(api_tokens::table
+                .find(token_id)
+                .filter(api_tokens::revoked_at.is_null())
+                .select(ApiToken::as_select())
+                .first(conn)
+                .await
+                .optional()?)
+        })
+    }
+
+    /// Records use of a token, at most once a minute per token.
+    pub async fn touch_api_token(&self, token_id: &str, now_ms: i64) -> Result<(), StoreError> {
+        with_conn!(self, |conn| {
+            diesel::update(api_tokens::table.find(token_id))
+                .filter(
+                    api_tokens::last_used_at
+                        .is_null()
+                        .or(api_tokens::last_used_at.lt(now_ms - 60_000)),
+                )
+                .set(api_tokens::last_used_at.eq(now_ms))
+                .execute(conn)
+                .await?;
+            Ok(())
+        })
+    }
+
+    /// Appends to the audit log outside any other change (e.g. a key was read).
+    pub async fn append_audit(&self, entry: AuditEntry) -> Result<(), StoreError> {
+        with_conn!(self, |conn| {
+            diesel::insert_into(audit_log::table)
+                .values(&entry)
+                .execute(conn)
+                .await?;
+            Ok(())
+        })
+    }
+
+    /// The newest audit entries of an organization, newest first.
+    pub async fn audit_entries(
+        &self,
+        organization_id: &str,
+        limit: i64,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        with_conn!(self, |conn| {
+            Ok(audit_log::table
+                .filter(audit_log::organization_id.eq(organization_id))
+                .order((audit_log::created_at.desc(), audit_log::id.desc()))
+                .limit(limit)
+                .select(AuditEntry::as_select())
+                .load(conn)
+                .await?)
+        })
+    }
+}

@@ -1,0 +1,1 @@
+//! end-to-end tests of certfleet over gRPC against a real Pebble
