@@ -1,0 +1,15 @@
+//! Domain types and rules shared by every certfleet service; pure logic, no I/O.
+
+pub mod clock;
+pub mod names;
+pub mod renewal;
+pub mod types;
+pub mod validate;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use names::{DomainName, IdentifierSet, InputError, NameError};
+pub use renewal::{renew_at, retry_backoff_ms};
+pub use types::{
+    CertificateStatus, ChallengeStatus, ChallengeType, KeyType, RevocationReason, Role,
+};
+pub use validate::{validate_email, validate_request, validate_slug};

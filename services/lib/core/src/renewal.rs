@@ -1,0 +1,105 @@
+//! When to renew a certificate and how long to wait after a failed attempt (DESIGN §5).
+//!
+//! All times are unix milliseconds.
+
+const MINUTE_MS: i64 = 60 * 1000;
+const DAY_MS: i64 = 24 * 60 * MINUTE_MS;
+const SHORT_LIFETIME_MS: i64 = 10 * DAY_MS;
+
+/// The moment renewal becomes due, without an ARI window: when one third of
+/// the lifetime remains (half for lifetimes of 10 days or less), or earlier
+/// when `renew_before_expiry_ms` asks for it; never before `not_before_ms`.
+pub fn renew_at(not_before_ms: i64, not_after_ms: i64, renew_before_expiry_ms: Option<i64>) -> i64 {
+    let lifetime = not_after_ms.saturating_sub(not_before_ms).max(0);
+    let remaining_at_renewal = if lifetime <= SHORT_LIFETIME_MS {
+        lifetime / 2
+    } else {
+        lifetime / 3
+    };
+    let default_at = not_after_ms.saturating_sub(remaining_at_renewal);
+    let at = match renew_before_expiry_ms {
+        Some(before) if before > 0 => default_at.min(not_after_ms.saturating_sub(before)),
+        _ => default_at,
+    };
+    at.max(not_before_ms)
+}
+
+/// Delay before the next attempt after `attempts` failures (1-based):
+/// 1 min, 10 min, 100 min, then daily.
+pub fn retry_backoff_ms(attempts: u32) -> i64 {
+    match attempts {
+        0 | 1 => MINUTE_MS,
+        2 => 10 * MINUTE_MS,
+        3 => 100 * MINUTE_MS,
+        _ => DAY_MS,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: i64 = 1_700_000_000_000;
+
+    #[test]
+    fn ninety_day_certificate_renews_30_days_before_expiry() {
+        let not_after = T0 + 90 * DAY_MS;
+        assert_eq!(renew_at(T0, not_after, None), not_after - 30 * DAY_MS);
+    }
+
+    #[test]
+    fn ten_day_certificate_renews_at_half_life() {
+        let not_after = T0 + 10 * DAY_MS;
+        assert_eq!(renew_at(T0, not_after, None), not_after - 5 * DAY_MS);
+    }
+
+    #[test]
+    fn six_day_certificate_renews_at_half_life() {
+        let not_after = T0 + 6 * DAY_MS;
+        assert_eq!(renew_at(T0, not_after, None), not_after - 3 * DAY_MS);
+    }
+
+    #[test]
+    fn five_year_certificate_renews_with_a_third_left() {
+        let lifetime = 5 * 365 * DAY_MS;
+        let not_after = T0 + lifetime;
+        assert_eq!(renew_at(T0, not_after, None), not_after - lifetime / 3);
+    }
+
+    #[test]
+    fn earlier_override_wins() {
+        let not_after = T0 + 90 * DAY_MS;
+        assert_eq!(
+            renew_at(T0, not_after, Some(45 * DAY_MS)),
+            not_after - 45 * DAY_MS
+        );
+    }
+
+    #[test]
+    fn later_override_is_ignored() {
+        let not_after = T0 + 90 * DAY_MS;
+        assert_eq!(
+            renew_at(T0, not_after, Some(7 * DAY_MS)),
+            not_after - 30 * DAY_MS
+        );
+        assert_eq!(renew_at(T0, not_after, Some(0)), not_after - 30 * DAY_MS);
+    }
+
+    #[test]
+    fn never_before_not_before() {
+        let not_after = T0 + 6 * DAY_MS;
+        assert_eq!(renew_at(T0, not_after, Some(30 * DAY_MS)), T0);
+        assert_eq!(renew_at(T0, T0 - DAY_MS, None), T0);
+        assert_eq!(renew_at(T0, T0 + 90 * DAY_MS, Some(i64::MAX)), T0);
+    }
+
+    #[test]
+    fn backoff_steps() {
+        assert_eq!(retry_backoff_ms(1), 60_000);
+        assert_eq!(retry_backoff_ms(2), 600_000);
+        assert_eq!(retry_backoff_ms(3), 6_000_000);
+        assert_eq!(retry_backoff_ms(4), 86_400_000);
+        assert_eq!(retry_backoff_ms(50), 86_400_000);
+        assert_eq!(retry_backoff_ms(0), 60_000);
+    }
+}

@@ -1,0 +1,98 @@
+//! What a sealed secret belongs to; bound into every encryption as AAD.
+
+use std::collections::BTreeMap;
+
+const PURPOSE_CERTIFICATE_KEY: &str = "certificate-key";
+const PURPOSE_ACME_ACCOUNT: &str = "acme-account";
+const CANONICAL_TAG: &[u8] = b"certfleet-ctx-v1";
+
+/// The owner and use of a secret. Opening requires the same context that sealed it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EncryptionContext {
+    pub organization_id: String,
+    pub purpose: String,
+    pub resource_id: String,
+}
+
+impl EncryptionContext {
+    pub fn new(
+        organization_id: impl Into<String>,
+        purpose: impl Into<String>,
+        resource_id: impl Into<String>,
+    ) -> Self {
+        Self {
+            organization_id: organization_id.into(),
+            purpose: purpose.into(),
+            resource_id: resource_id.into(),
+        }
+    }
+
+    /// The context of a certificate version's private key.
+    pub fn private_key(
+        organization_id: impl Into<String>,
+        certificate_id: impl Into<String>,
+    ) -> Self {
+        Self::new(organization_id, PURPOSE_CERTIFICATE_KEY, certificate_id)
+    }
+
+    /// The context of an organization's ACME account credentials at one CA.
+    pub fn acme_account(
+        organization_id: impl Into<String>,
+        directory_url: impl Into<String>,
+    ) -> Self {
+        Self::new(organization_id, PURPOSE_ACME_ACCOUNT, directory_url)
+    }
+
+    /// Unambiguous byte form used as AES-GCM associated data: a version tag,
+    /// then each field as a big-endian u32 length and its bytes, so no two
+    /// different contexts share an encoding.
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        let fields = [
+            self.organization_id.as_bytes(),
+            self.purpose.as_bytes(),
+            self.resource_id.as_bytes(),
+        ];
+        let len = CANONICAL_TAG.len() + fields.iter().map(|f| 4 + f.len()).sum::<usize>();
+        let mut out = Vec::with_capacity(len);
+        out.extend_from_slice(CANONICAL_TAG);
+        for field in fields {
+            let field_len = u32::try_from(field.len()).unwrap_or(u32::MAX);
+            out.extend_from_slice(&field_len.to_be_bytes());
+            out.extend_from_slice(field);
+        }
+        out
+    }
+
+    /// Key/value form for a KMS encryption context.
+    pub fn to_map(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("organization_id".to_owned(), self.organization_id.clone()),
+            ("purpose".to_owned(), self.purpose.clone()),
+            ("resource_id".to_owned(), self.resource_id.clone()),
+        ])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constructors_set_purpose() {
+        let key = EncryptionContext::private_key("org1", "cert1");
+        assert_eq!(key.purpose, "certificate-key");
+        assert_eq!(key.resource_id, "cert1");
+        let account = EncryptionContext::acme_account("org1", "https://ca/dir");
+        assert_eq!(account.purpose, "acme-account");
+        assert_eq!(account.to_map()["resource_id"], "https://ca/dir");
+        assert_eq!(account.to_map()["organization_id"], "org1");
+    }
+
+    #[test]
+    fn shifting_bytes_between_fields_changes_the_encoding() {
+        let a = EncryptionContext::new("ab", "c", "d");
+        let b = EncryptionContext::new("a", "bc", "d");
+        assert_ne!(a.canonical_bytes(), b.canonical_bytes());
+        assert_eq!(a.canonical_bytes(), a.clone().canonical_bytes());
+    }
+}

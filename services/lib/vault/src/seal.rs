@@ -1,0 +1,136 @@
+//! `Vault`: seals secrets into self-describing versioned blobs and opens them.
+//!
+//! Blob layout (all lengths big-endian):
+//! `b"CFV1"`, u16 key id length, key id, u32 wrapped key length, wrapped key,
+//! u32 sealed data length, `nonce || ciphertext || tag`.
+
+use std::sync::Arc;
+
+use zeroize::Zeroizing;
+
+use crate::{EncryptionContext, KeyWrapper, VaultError, WrappedKey, aead};
+
+const MAGIC: &[u8; 4] = b"CFV1";
+
+/// Envelope encryption over a [`KeyWrapper`].
+#[derive(Debug, Clone)]
+pub struct Vault {
+    wrapper: Arc<dyn KeyWrapper>,
+}
+
+impl Vault {
+    pub fn new(wrapper: Arc<dyn KeyWrapper>) -> Self {
+        Self { wrapper }
+    }
+
+    /// The id of the key that new blobs are wrapped under.
+    pub fn key_id(&self) -> &str {
+        self.wrapper.key_id()
+    }
+
+    /// Encrypts `plaintext` under a fresh data key bound to `ctx`.
+    pub async fn seal(
+        &self,
+        ctx: &EncryptionContext,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, VaultError> {
+        let (data_key, wrapped) = self.wrapper.generate_data_key(ctx).await?;
+        let sealed = aead::seal(data_key.bytes(), &data_aad(ctx), plaintext)?;
+        drop(data_key);
+        encode(&wrapped, &sealed)
+    }
+
+    /// Decrypts a blob produced by [`Vault::seal`] with the same context.
+    pub async fn open(
+        &self,
+        ctx: &EncryptionContext,
+        blob: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, VaultError> {
+        let (wrapped, sealed) = decode(blob)?;
+        let data_key = self.wrapper.unwrap_data_key(&wrapped, ctx).await?;
+        aead::open(data_key.bytes(), &data_aad(ctx), sealed)
+    }
+
+    /// Opens `blob` with this vault and seals it again under `new` (key rotation).
+    pub async fn rewrap(
+        &self,
+        ctx: &EncryptionContext,
+        blob: &[u8],
+        new: &Vault,
+    ) -> Result<Vec<u8>, VaultError> {
+        let plaintext = self.open(ctx, blob).await?;
+        new.seal(ctx, &plaintext).await
+    }
+}
+
+fn data_aad(ctx: &EncryptionContext) -> Vec<u8> {
+    let mut aad = MAGIC.to_vec();
+    aad.extend_from_slice(&ctx.canonical_bytes());
+    aad
+}
+
+fn encode(wrapped: &WrappedKey, sealed: &[u8]) -> Result<Vec<u8>, VaultError> {
+    let key_id_len = u16::try_from(wrapped.key_id.len())
+        .map_err(|_| VaultError::Format("key id too long".to_owned()))?;
+    let wrapped_len = u32::try_from(wrapped.ciphertext.len())
+        .map_err(|_| VaultError::Format("wrapped key too long".to_owned()))?;
+    let sealed_len = u32::try_from(sealed.len())
+        .map_err(|_| VaultError::Format("plaintext too long".to_owned()))?;
+    let mut blob = Vec::with_capacity(
+        4 + 2 + wrapped.key_id.len() + 4 + wrapped.ciphertext.len() + 4 + sealed.len(),
+    );
+    blob.extend_from_slice(MAGIC);
+    blob.extend_from_slice(&key_id_len.to_be_bytes());
+    blob.extend_from_slice(wrapped.key_id.as_bytes());
+    blob.extend_from_slice(&wrapped_len.to_be_bytes());
+    blob.extend_from_slice(&wrapped.ciphertext);
+    blob.extend_from_slice(&sealed_len.to_be_bytes());
+    blob.extend_from_slice(sealed);
+    Ok(blob)
+}
+
+/// Reads fields front to back, failing on truncation.
+struct Reader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, len: usize, what: &str) -> Result<&'a [u8], VaultError> {
+        if self.rest.len() < len {
+            return Err(VaultError::Format(format!("truncated {what}")));
+        }
+        let (head, tail) = self.rest.split_at(len);
+        self.rest = tail;
+        Ok(head)
+    }
+
+    fn take_u16(&mut self, what: &str) -> Result<usize, VaultError> {
+        let bytes = self.take(2, what)?;
+        Ok(usize::from(u16::from_be_bytes([bytes[0], bytes[1]])))
+    }
+
+    fn take_u32(&mut self, what: &str) -> Result<usize, VaultError> {
+        let bytes = self.take(4, what)?;
+        let len = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+        usize::try_from(len).map_err(|_| VaultError::Format(format!("{what} too long")))
+    }
+}
+
+fn decode(blob: &[u8]) -> Result<(WrappedKey, &[u8]), VaultError> {
+    let mut reader = Reader { rest: blob };
+    if reader.take(MAGIC.len(), "header")? != MAGIC {
+        return Err(VaultError::Format("unknown blob version".to_owned()));
+    }
+    let key_id_len = reader.take_u16("key id length")?;
+    let key_id = std::str::from_utf8(reader.take(key_id_len, "key id")?)
+        .map_err(|_| VaultError::Format("key id is not utf-8".to_owned()))?
+        .to_owned();
+    let wrapped_len = reader.take_u32("wrapped key length")?;
+    let ciphertext = reader.take(wrapped_len, "wrapped key")?.to_vec();
+    let sealed_len = reader.take_u32("data length")?;
+    let sealed = reader.take(sealed_len, "data")?;
+    if !reader.rest.is_empty() {
+        return Err(VaultError::Format("trailing bytes after data".to_owned()));
+    }
+    Ok((WrappedKey { key_id, ciphertext }, sealed))
+}

@@ -1,0 +1,210 @@
+//! Integration tests of sealing, opening, key files and rotation.
+
+#![expect(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use certfleet_vault::{EncryptionContext, KeyWrapper, LocalMasterKey, Vault, VaultError};
+
+const SECRET: &[u8] = b"-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg\n-----END PRIVATE KEY-----\n";
+
+fn vault() -> Vault {
+    Vault::new(Arc::new(LocalMasterKey::generate().unwrap()))
+}
+
+fn ctx() -> EncryptionContext {
+    EncryptionContext::private_key("org-1", "cert-1")
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test]
+async fn round_trip() {
+    let vault = vault();
+    let blob = vault.seal(&ctx(), SECRET).await.unwrap();
+    assert!(blob.starts_with(b"CFV1"));
+    let opened = vault.open(&ctx(), &blob).await.unwrap();
+    assert_eq!(opened.as_slice(), SECRET);
+    let empty = vault.seal(&ctx(), b"").await.unwrap();
+    assert!(vault.open(&ctx(), &empty).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn other_organization_or_certificate_cannot_open() {
+    let vault = vault();
+    let blob = vault.seal(&ctx(), SECRET).await.unwrap();
+    for wrong in [
+        EncryptionContext::private_key("org-2", "cert-1"),
+        EncryptionContext::private_key("org-1", "cert-2"),
+        EncryptionContext::acme_account("org-1", "cert-1"),
+    ] {
+        let err = vault.open(&wrong, &blob).await.unwrap_err();
+        assert!(matches!(err, VaultError::Decrypt), "{wrong:?}: {err}");
+        assert_eq!(
+            err.to_string(),
+            "decryption failed: wrong key or wrong context"
+        );
+    }
+}
+
+#[tokio::test]
+async fn any_tampered_byte_is_refused() {
+    let vault = vault();
+    let blob = vault.seal(&ctx(), SECRET).await.unwrap();
+    for index in 0..blob.len() {
+        let mut tampered = blob.clone();
+        tampered[index] ^= 0x01;
+        assert!(
+            vault.open(&ctx(), &tampered).await.is_err(),
+            "byte {index} flipped"
+        );
+    }
+    assert!(vault.open(&ctx(), &blob[..blob.len() - 1]).await.is_err());
+    let mut longer = blob.clone();
+    longer.push(0);
+    assert!(vault.open(&ctx(), &longer).await.is_err());
+    assert!(matches!(
+        vault.open(&ctx(), b"nonsense").await,
+        Err(VaultError::Format(_))
+    ));
+}
+
+#[tokio::test]
+async fn two_seals_differ_and_hide_the_plaintext() {
+    let vault = vault();
+    let a = vault.seal(&ctx(), SECRET).await.unwrap();
+    let b = vault.seal(&ctx(), SECRET).await.unwrap();
+    assert_ne!(a, b);
+    for blob in [&a, &b] {
+        assert!(!contains(blob, SECRET));
+        assert!(!contains(blob, b"PRIVATE KEY"));
+    }
+}
+
+#[tokio::test]
+async fn wrapped_data_keys_are_fresh() {
+    let key = LocalMasterKey::generate().unwrap();
+    let (_, first) = key.generate_data_key(&ctx()).await.unwrap();
+    let (_, second) = key.generate_data_key(&ctx()).await.unwrap();
+    assert_ne!(first.ciphertext, second.ciphertext);
+    assert_eq!(first.key_id, key.key_id());
+    assert!(key.unwrap_data_key(&first, &ctx()).await.is_ok());
+    let other = EncryptionContext::private_key("org-2", "cert-1");
+    assert!(matches!(
+        key.unwrap_data_key(&first, &other).await,
+        Err(VaultError::Decrypt)
+    ));
+}
+
+#[tokio::test]
+async fn load_or_generate_creates_a_private_file_then_loads_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("master.key");
+    let (first, generated) = LocalMasterKey::load_or_generate(&path).await.unwrap();
+    assert!(generated);
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let (second, generated) = LocalMasterKey::load_or_generate(&path).await.unwrap();
+    assert!(!generated);
+    assert_eq!(first.key_id(), second.key_id());
+    let loaded = LocalMasterKey::load_file(&path).await.unwrap();
+    assert_eq!(loaded.key_id(), first.key_id());
+
+    let sealed = Vault::new(Arc::new(first))
+        .seal(&ctx(), SECRET)
+        .await
+        .unwrap();
+    let opened = Vault::new(Arc::new(second))
+        .open(&ctx(), &sealed)
+        .await
+        .unwrap();
+    assert_eq!(opened.as_slice(), SECRET);
+
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(leftovers.len(), 1, "temporary file left behind");
+}
+
+#[tokio::test]
+async fn group_readable_key_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("master.key");
+    std::fs::write(&path, STANDARD.encode([5u8; 32])).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = LocalMasterKey::load_file(&path).await.unwrap_err();
+    assert!(err.to_string().contains("chmod 600"), "{err}");
+    assert!(LocalMasterKey::load_or_generate(&path).await.is_err());
+    // the existing file is never replaced
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        STANDARD.encode([5u8; 32])
+    );
+
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(LocalMasterKey::load_file(&path).await.is_ok());
+}
+
+#[tokio::test]
+async fn key_file_with_whitespace_loads_and_bad_contents_do_not_echo() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("master.key");
+    std::fs::write(&path, format!("  {}\n\n", STANDARD.encode([6u8; 32]))).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(LocalMasterKey::load_file(&path).await.is_ok());
+
+    let short = STANDARD.encode([6u8; 31]);
+    std::fs::write(&path, &short).unwrap();
+    let err = LocalMasterKey::load_file(&path).await.unwrap_err();
+    assert!(matches!(err, VaultError::InvalidMasterKey(_)));
+    assert!(!err.to_string().contains(&short));
+
+    let missing = dir.path().join("missing.key");
+    assert!(matches!(
+        LocalMasterKey::load_file(&missing).await,
+        Err(VaultError::Io { .. })
+    ));
+}
+
+#[tokio::test]
+async fn from_base64_rejects_31_bytes() {
+    assert!(matches!(
+        LocalMasterKey::from_base64(&STANDARD.encode([1u8; 31])),
+        Err(VaultError::InvalidMasterKey(_))
+    ));
+    assert!(LocalMasterKey::from_base64(&STANDARD.encode([1u8; 32])).is_ok());
+}
+
+#[tokio::test]
+async fn rewrap_moves_blobs_to_the_new_key() {
+    let old = vault();
+    let new = vault();
+    assert_ne!(old.key_id(), new.key_id());
+    let blob = old.seal(&ctx(), SECRET).await.unwrap();
+    let rewrapped = old.rewrap(&ctx(), &blob, &new).await.unwrap();
+    assert_eq!(
+        new.open(&ctx(), &rewrapped).await.unwrap().as_slice(),
+        SECRET
+    );
+    assert!(matches!(
+        old.open(&ctx(), &rewrapped).await,
+        Err(VaultError::WrongKey { .. })
+    ));
+    assert!(new.open(&ctx(), &blob).await.is_err());
+    let other = EncryptionContext::private_key("org-2", "cert-1");
+    assert!(old.rewrap(&other, &blob, &new).await.is_err());
+}
+
+#[tokio::test]
+async fn acme_account_context_round_trips() {
+    let vault = vault();
+    let ctx = EncryptionContext::acme_account("org-1", "https://acme.example/directory");
+    let blob = vault.seal(&ctx, b"account credentials").await.unwrap();
+    assert_eq!(
+        vault.open(&ctx, &blob).await.unwrap().as_slice(),
+        b"account credentials"
+    );
+}
