@@ -26,11 +26,6 @@ impl InProcessBus {
         (InProcessBus { jobs, events }, receiver)
     }
 
-    /// A new subscription to every event published from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<CertificateEvent> {
-        self.events.subscribe()
-    }
-
     /// Queues a job directly (used when a job is retried in place).
     pub fn send_job(&self, job: Job) -> Result<(), BusError> {
         self.jobs.send(job).map_err(|_| BusError::Closed)
@@ -48,5 +43,11 @@ impl Publisher for InProcessBus {
             let _ = self.events.send(event);
         }
         Ok(())
+    }
+}
+
+impl crate::EventSource for InProcessBus {
+    fn subscribe(&self) -> broadcast::Receiver<CertificateEvent> {
+        self.events.subscribe()
     }
 }

@@ -84,7 +84,10 @@ impl Store {
         });
         match result {
             Err(StoreError::Query(error)) if StoreError::is_unique_violation(&error) => {
-                match self.find_active_by_names(&organization_id, &names_key).await? {
+                match self
+                    .find_active_by_names(&organization_id, &names_key)
+                    .await?
+                {
                     Some(existing) => Err(StoreError::AlreadyExists {
                         existing_id: existing.id,
                     }),
@@ -158,9 +161,11 @@ impl Store {
             }
             if let Some(cursor) = &filter.after {
                 query = query.filter(
-                    certificates::created_at.gt(cursor.created_at).or(certificates::created_at
-                        .eq(cursor.created_at)
-                        .and(certificates::id.gt(cursor.id.clone()))),
+                    certificates::created_at
+                        .gt(cursor.created_at)
+                        .or(certificates::created_at
+                            .eq(cursor.created_at)
+                            .and(certificates::id.gt(cursor.id.clone()))),
                 );
             }
             Ok(query.load(conn).await?)

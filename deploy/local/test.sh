@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# README command (2): everything CI checks, against real parts.
+#
+#   deploy/local/test.sh [NEXTEST_ARGS...]
+#
+# Installs missing test dependencies, then runs rustfmt, clippy and the whole
+# test suite with cargo-nextest. With CI=true and no CARGO_TARGET_DIR, builds
+# into /var/cache/certfleet-target (a cache kept outside the clone).
+set -euo pipefail
+
+cd "$(dirname "$0")/../.."
+
+if [[ -z ${CARGO_TARGET_DIR:-} && ${CI:-} == true ]]; then
+    export CARGO_TARGET_DIR=/var/cache/certfleet-target
+    mkdir -p "$CARGO_TARGET_DIR"
+fi
+
+bash deploy/local/install-deps.sh
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo nextest run --workspace --no-fail-fast "$@"

@@ -1,0 +1,42 @@
+//! Real parts for integration tests: a throwaway Pebble ACME CA with
+//! pebble-challtestsrv as its resolver, a fresh PostgreSQL database per test,
+//! and the location of `grpcurl`.
+//!
+//! Everything here drives the programs that `deploy/local/install-deps.sh`
+//! installs; when one is missing the error says to run that script.
+
+mod database;
+mod listener;
+mod pebble;
+mod process;
+
+pub use database::TestDatabase;
+pub use pebble::{Pebble, PebbleOptions};
+pub use process::grpcurl_path;
+
+/// A TCP port on 127.0.0.1 that nothing listened on a moment ago.
+///
+/// The port is released before returning, so another process can take it in
+/// between; callers that spawn servers should retry on "address in use".
+///
+/// # Panics
+///
+/// When the machine cannot bind a loopback socket at all.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("binding an ephemeral port on 127.0.0.1 failed")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_port_is_bindable() {
+        let port = free_port();
+        assert_ne!(port, 0);
+        std::net::TcpListener::bind(("127.0.0.1", port)).expect("port from free_port is bindable");
+    }
+}
