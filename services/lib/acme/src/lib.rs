@@ -1,1 +1,24 @@
-//! certfleet-acme
+//! The issuance engine: ACME accounts, orders, HTTP-01, keys and certificates
+//! over instant-acme; the issuer that runs jobs under a lease; the scheduler
+//! that finds renewals and lost work.
+
+mod accounts;
+mod certs;
+mod config;
+mod error;
+mod issuer;
+mod scheduler;
+mod selfcheck;
+
+pub use accounts::AccountCache;
+pub use certs::{ParsedCertificate, generate_key, parse_chain};
+pub use config::{AcmeConfig, SelfCheckConfig};
+pub use error::AcmeError;
+pub use issuer::{Issuer, IssuerPool};
+pub use scheduler::{Scheduler, SchedulerConfig};
+
+/// Installs the process-wide rustls crypto provider (aws-lc-rs). Call once at
+/// start-up, before any TLS connection; later calls do nothing.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}

@@ -208,6 +208,23 @@ impl Store {
         })
     }
 
+    /// The highest version number of a certificate (0 when never issued).
+    pub async fn latest_version_number(
+        &self,
+        organization_id: &str,
+        certificate_id: &str,
+    ) -> Result<i32, StoreError> {
+        with_conn!(self, |conn| {
+            let latest: Option<i32> = certificate_versions::table
+                .filter(certificate_versions::organization_id.eq(organization_id))
+                .filter(certificate_versions::certificate_id.eq(certificate_id))
+                .select(diesel::dsl::max(certificate_versions::version))
+                .first(conn)
+                .await?;
+            Ok(latest.unwrap_or(0))
+        })
+    }
+
     /// Queues a renewal now, whatever the schedule says.
     pub async fn request_renewal(
         &self,

@@ -1,0 +1,158 @@
+//! ACME accounts: one per organization per CA, registered on first use with the
+//! organization's contact email; credentials sealed by the vault at rest.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use certfleet_core::Clock;
+use certfleet_store::{AcmeAccount, Store, new_id};
+use certfleet_vault::{EncryptionContext, Vault};
+use instant_acme::{Account, AccountBuilder, AccountCredentials, NewAccount};
+use tokio::sync::Mutex;
+use zeroize::Zeroizing;
+
+use crate::{AcmeConfig, AcmeError};
+
+/// Loaded accounts by organization id, so each order does not re-read the
+/// directory and re-open the credentials.
+#[derive(Clone)]
+pub struct AccountCache {
+    store: Store,
+    vault: Vault,
+    config: Arc<AcmeConfig>,
+    clock: Arc<dyn Clock>,
+    accounts: Arc<Mutex<HashMap<String, Arc<Account>>>>,
+}
+
+impl std::fmt::Debug for AccountCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccountCache").finish_non_exhaustive()
+    }
+}
+
+/// Runs a CA call with the request timeout.
+pub(crate) async fn timed<T>(
+    context: &'static str,
+    limit: Duration,
+    call: impl Future<Output = Result<T, instant_acme::Error>>,
+) -> Result<T, AcmeError> {
+    match tokio::time::timeout(limit, call).await {
+        Ok(result) => result.map_err(|error| AcmeError::problem(context, error)),
+        Err(_) => Err(AcmeError::Timeout {
+            context,
+            after: limit,
+        }),
+    }
+}
+
+impl AccountCache {
+    pub fn new(
+        store: Store,
+        vault: Vault,
+        config: Arc<AcmeConfig>,
+        clock: Arc<dyn Clock>,
+    ) -> AccountCache {
+        AccountCache {
+            store,
+            vault,
+            config,
+            clock,
+            accounts: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// The organization's account at the configured CA, registered if needed.
+    pub async fn get(&self, organization_id: &str) -> Result<Arc<Account>, AcmeError> {
+        let mut accounts = self.accounts.lock().await;
+        if let Some(account) = accounts.get(organization_id) {
+            return Ok(account.clone());
+        }
+        let account = Arc::new(self.load_or_register(organization_id).await?);
+        accounts.insert(organization_id.to_owned(), account.clone());
+        Ok(account)
+    }
+
+    /// Forgets a cached account (e.g. the CA no longer knows it).
+    pub async fn forget(&self, organization_id: &str) {
+        self.accounts.lock().await.remove(organization_id);
+    }
+
+    fn builder(&self) -> Result<AccountBuilder, AcmeError> {
+        let builder = match &self.config.ca_root {
+            Some(path) => Account::builder_with_root(path),
+            None => Account::builder(),
+        };
+        builder.map_err(|error| AcmeError::problem("preparing the HTTPS client", error))
+    }
+
+    async fn load_or_register(&self, organization_id: &str) -> Result<Account, AcmeError> {
+        let directory_url = &self.config.directory_url;
+        let context = EncryptionContext::acme_account(organization_id, directory_url);
+        if let Some(stored) = self
+            .store
+            .find_acme_account(organization_id, directory_url)
+            .await?
+        {
+            return self.restore(&context, &stored).await;
+        }
+        let organization = self
+            .store
+            .find_organization(organization_id)
+            .await?
+            .ok_or_else(|| AcmeError::OrganizationGone(organization_id.to_owned()))?;
+        let contact = format!("mailto:{}", organization.contact_email);
+        let new_account = NewAccount {
+            contact: &[&contact],
+            terms_of_service_agreed: true,
+            only_return_existing: false,
+        };
+        let (account, credentials) = timed(
+            "registering the ACME account",
+            self.config.request_timeout,
+            self.builder()?
+                .create(&new_account, directory_url.clone(), None),
+        )
+        .await?;
+        let credentials_json = Zeroizing::new(
+            serde_json::to_vec(&credentials)
+                .map_err(|error| AcmeError::Key(format!("account credentials: {error}")))?,
+        );
+        let sealed = self.vault.seal(&context, &credentials_json).await?;
+        let row = AcmeAccount {
+            id: new_id(),
+            organization_id: organization_id.to_owned(),
+            directory_url: directory_url.clone(),
+            account_url: account.id().to_owned(),
+            contact,
+            credentials_sealed: sealed,
+            eab_key_id: None,
+            created_at: self.clock.now_ms(),
+        };
+        let stored = self.store.insert_acme_account(row).await?;
+        tracing::info!(organization_id, account_url = %stored.account_url, "registered ACME account");
+        if stored.account_url == account.id() {
+            Ok(account)
+        } else {
+            // Another worker registered first; use theirs so there is one account.
+            self.restore(&context, &stored).await
+        }
+    }
+
+    async fn restore(
+        &self,
+        context: &EncryptionContext,
+        stored: &AcmeAccount,
+    ) -> Result<Account, AcmeError> {
+        let credentials_json = self.vault.open(context, &stored.credentials_sealed).await?;
+        let credentials: AccountCredentials = serde_json::from_slice(&credentials_json)
+            .map_err(|error| AcmeError::Key(format!("stored account credentials: {error}")))?;
+        timed(
+            "loading the ACME account",
+            self.config.request_timeout,
+            self.builder()?.from_credentials(credentials),
+        )
+        .await
+    }
+}

@@ -1,0 +1,187 @@
+//! Errors of the issuance engine and their classification: retryable (try again
+//! later, maybe soon) or final (stored on the certificate in plain words).
+
+use std::time::Duration;
+
+use certfleet_store::StoreError;
+use certfleet_vault::VaultError;
+use instant_acme::Problem;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AcmeError {
+    #[error("{context}: the CA answered: {}", describe_problem(problem))]
+    Problem {
+        context: &'static str,
+        problem: Problem,
+    },
+    #[error("{context}: cannot reach the CA: {message}")]
+    Connection {
+        context: &'static str,
+        message: String,
+    },
+    #[error("{context}: no answer from the CA within {} s", after.as_secs())]
+    Timeout {
+        context: &'static str,
+        after: Duration,
+    },
+    #[error(
+        "self-check of {url} failed: {reason}; the CA would fail the same way, so it was not asked yet"
+    )]
+    SelfCheck { url: String, reason: String },
+    #[error("validation of {name} failed: {detail}")]
+    AuthorizationFailed { name: String, detail: String },
+    #[error("the CA marked the order invalid: {0}")]
+    OrderInvalid(String),
+    #[error("the CA did not offer {challenge} for {name}")]
+    ChallengeUnavailable { name: String, challenge: String },
+    #[error("the CA returned an unusable certificate: {0}")]
+    BadCertificate(String),
+    #[error("key generation failed: {0}")]
+    Key(String),
+    #[error("the organization {0} no longer exists")]
+    OrganizationGone(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("key vault: {0}")]
+    Vault(#[from] VaultError),
+}
+
+/// Problem types that will not go away by asking again.
+const FINAL_PROBLEMS: [&str; 14] = [
+    "rejectedIdentifier",
+    "caa",
+    "unauthorized",
+    "malformed",
+    "badCSR",
+    "dns",
+    "incorrectResponse",
+    "unsupportedIdentifier",
+    "badRevocationReason",
+    "alreadyRevoked",
+    "invalidContact",
+    "unsupportedContact",
+    "accountDoesNotExist",
+    "externalAccountRequired",
+];
+
+impl AcmeError {
+    pub(crate) fn problem(context: &'static str, error: instant_acme::Error) -> AcmeError {
+        match error {
+            instant_acme::Error::Api(problem) => AcmeError::Problem { context, problem },
+            instant_acme::Error::Timeout(_) => AcmeError::Timeout {
+                context,
+                after: Duration::ZERO,
+            },
+            other => AcmeError::Connection {
+                context,
+                message: other.to_string(),
+            },
+        }
+    }
+
+    /// The ACME problem type without its URN prefix, e.g. `badNonce`.
+    pub fn problem_type(&self) -> Option<&str> {
+        match self {
+            AcmeError::Problem { problem, .. } => problem
+                .r#type
+                .as_deref()
+                .map(|kind| kind.rsplit(':').next().unwrap_or(kind)),
+            _ => None,
+        }
+    }
+
+    /// Whether a later attempt can succeed without anyone changing anything.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            AcmeError::Problem { .. } => {
+                !FINAL_PROBLEMS.contains(&self.problem_type().unwrap_or(""))
+            }
+            AcmeError::Connection { .. }
+            | AcmeError::Timeout { .. }
+            | AcmeError::SelfCheck { .. }
+            | AcmeError::Store(_)
+            | AcmeError::Vault(_) => true,
+            AcmeError::AuthorizationFailed { .. }
+            | AcmeError::OrderInvalid(_)
+            | AcmeError::ChallengeUnavailable { .. }
+            | AcmeError::BadCertificate(_)
+            | AcmeError::Key(_)
+            | AcmeError::OrganizationGone(_) => false,
+        }
+    }
+
+    /// Worth retrying within the same attempt, after a short pause (a rejected
+    /// nonce, a dropped connection).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self.problem_type(),
+            Some("badNonce" | "serverInternal" | "connection")
+        ) || matches!(
+            self,
+            AcmeError::Connection { .. } | AcmeError::Timeout { .. }
+        )
+    }
+
+    /// The order this error was about is unusable and must not be resumed.
+    pub fn order_is_dead(&self) -> bool {
+        !self.is_retryable()
+    }
+}
+
+fn describe_problem(problem: &Problem) -> String {
+    let kind = problem
+        .r#type
+        .as_deref()
+        .map(|kind| kind.rsplit(':').next().unwrap_or(kind))
+        .unwrap_or("unknown problem");
+    let mut text = match &problem.detail {
+        Some(detail) => format!("{detail} ({kind})"),
+        None => kind.to_owned(),
+    };
+    for subproblem in &problem.subproblems {
+        if let Some(detail) = &subproblem.detail {
+            text.push_str("; ");
+            text.push_str(detail);
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problem(kind: &str) -> AcmeError {
+        let json = format!(
+            r#"{{"type":"urn:ietf:params:acme:error:{kind}","detail":"something","status":400}}"#
+        );
+        match serde_json::from_str::<Problem>(&json) {
+            Ok(problem) => AcmeError::Problem {
+                context: "new order",
+                problem,
+            },
+            Err(error) => panic!("bad test problem: {error}"),
+        }
+    }
+
+    #[test]
+    fn classifies_problems() {
+        assert!(problem("badNonce").is_retryable());
+        assert!(problem("badNonce").is_transient());
+        assert!(problem("serverInternal").is_retryable());
+        assert!(problem("rateLimited").is_retryable());
+        assert!(!problem("rateLimited").is_transient());
+        assert!(!problem("rejectedIdentifier").is_retryable());
+        assert!(!problem("caa").is_retryable());
+        assert!(!problem("unauthorized").is_retryable());
+    }
+
+    #[test]
+    fn final_errors_read_as_plain_words() {
+        let text = problem("rejectedIdentifier").to_string();
+        assert_eq!(
+            text,
+            "new order: the CA answered: something (rejectedIdentifier)"
+        );
+    }
+}
