@@ -1,0 +1,310 @@
+//! Command-line and environment settings, read once at start-up. Every setting
+//! is a flag with a `CERTFLEET_*` environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::embedded::EmbeddedConfig;
+
+/// TLS certificates from ACME CAs for every domain of every organization.
+///
+/// `certfleet dev` runs everything in one process on SQLite; the other commands
+/// talk to a running certfleet over gRPC.
+#[derive(Debug, Parser)]
+#[command(name = "certfleet", version, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Log format of `dev` and `server`.
+    #[arg(
+        long,
+        global = true,
+        env = "CERTFLEET_LOG_FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+/// How client commands reach certfleet.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// gRPC endpoint of certfleet.
+    #[arg(
+        long,
+        global = true,
+        env = "CERTFLEET_ENDPOINT",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub endpoint: String,
+    /// Bearer token (an organization token, or the admin token for `org` and `token`).
+    #[arg(long, global = true, env = "CERTFLEET_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Output format.
+    #[arg(long, global = true, default_value = "table")]
+    pub output: Output,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run every role in one process on SQLite, for a laptop or a single host.
+    /// Creates the data dir, a master key and an admin token on first start.
+    Dev(ServerArgs),
+    /// Like `dev`, for production: requires an existing master key.
+    Server(ServerArgs),
+    /// Apply database migrations and exit.
+    Migrate(MigrateArgs),
+    /// Organizations (needs the admin token).
+    #[command(subcommand)]
+    Org(OrgCommand),
+    /// API tokens (needs the admin token).
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Certificates of the token's organization.
+    #[command(subcommand)]
+    Cert(CertCommand),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    /// Folder for the SQLite database, the master key, the admin token and the lock.
+    #[arg(long, env = "CERTFLEET_DATA_DIR", default_value = "./certfleet-data")]
+    pub data_dir: PathBuf,
+    /// Database URL; defaults to SQLite in the data dir. `postgres://…` for PostgreSQL.
+    #[arg(long, env = "CERTFLEET_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Address of the gRPC API.
+    #[arg(long, env = "CERTFLEET_GRPC_LISTEN", default_value = "127.0.0.1:50051")]
+    pub grpc_listen: SocketAddr,
+    /// Address of the HTTP-01 responder; the CA connects to port 80 of each name,
+    /// so production needs port 80 routed here. Default: 127.0.0.1:5002 for `dev`
+    /// (Pebble's default), 0.0.0.0:80 for `server`.
+    #[arg(long, env = "CERTFLEET_HTTP01_LISTEN")]
+    pub http01_listen: Option<SocketAddr>,
+    /// Self-check connects here instead of the name's own address on port 80.
+    #[arg(long, env = "CERTFLEET_HTTP01_SELF_CHECK_ADDR")]
+    pub http01_self_check_addr: Option<SocketAddr>,
+    /// Skip the self-check of challenge URLs before the CA is asked to validate.
+    #[arg(long, env = "CERTFLEET_HTTP01_NO_SELF_CHECK")]
+    pub http01_no_self_check: bool,
+    /// Seconds the self-check keeps trying before the attempt fails (and is retried later).
+    #[arg(
+        long,
+        env = "CERTFLEET_HTTP01_SELF_CHECK_TIMEOUT",
+        default_value_t = 30
+    )]
+    pub http01_self_check_timeout: u64,
+    /// ACME directory URL. Default: Pebble's local directory for `dev`, Let's Encrypt for `server`.
+    #[arg(long, env = "CERTFLEET_CA_DIRECTORY")]
+    pub ca_directory: Option<String>,
+    /// Extra PEM root to trust for the CA's HTTPS (a private or test CA); replaces the public roots.
+    #[arg(long, env = "CERTFLEET_CA_ROOT")]
+    pub ca_root: Option<PathBuf>,
+    /// File with the base64 master key; default `<data-dir>/master.key`.
+    #[arg(long, env = "CERTFLEET_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
+    /// The base64 master key itself (takes precedence over the file).
+    #[arg(long, env = "CERTFLEET_MASTER_KEY", hide_env_values = true)]
+    pub master_key: Option<String>,
+    /// Seconds between scheduler passes (renewals, lost work).
+    #[arg(long, env = "CERTFLEET_SCHEDULER_INTERVAL", default_value_t = 30)]
+    pub scheduler_interval: u64,
+    /// Orders worked on at the same time.
+    #[arg(long, env = "CERTFLEET_ISSUER_CONCURRENCY", default_value_t = 16)]
+    pub issuer_concurrency: usize,
+}
+
+impl ServerArgs {
+    pub fn into_config(self, dev: bool) -> EmbeddedConfig {
+        let default_directory = if dev {
+            "https://127.0.0.1:14000/dir"
+        } else {
+            "https://acme-v02.api.letsencrypt.org/directory"
+        };
+        let default_http01: SocketAddr = if dev {
+            SocketAddr::from(([127, 0, 0, 1], 5002))
+        } else {
+            SocketAddr::from(([0, 0, 0, 0], 80))
+        };
+        EmbeddedConfig {
+            dev,
+            database_url: self.database_url,
+            master_key_file: self
+                .master_key_file
+                .unwrap_or_else(|| self.data_dir.join("master.key")),
+            master_key: self.master_key,
+            data_dir: self.data_dir,
+            grpc_listen: self.grpc_listen,
+            http01_listen: self.http01_listen.unwrap_or(default_http01),
+            self_check_addr: self.http01_self_check_addr,
+            self_check: !self.http01_no_self_check,
+            self_check_timeout: Duration::from_secs(self.http01_self_check_timeout),
+            ca_directory: self
+                .ca_directory
+                .unwrap_or_else(|| default_directory.to_owned()),
+            ca_root: self.ca_root,
+            scheduler_interval: Duration::from_secs(self.scheduler_interval.max(1)),
+            issuer_concurrency: self.issuer_concurrency.max(1),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MigrateArgs {
+    /// Database URL (`postgres://…`, or a SQLite path / `sqlite://PATH`).
+    #[arg(
+        long,
+        env = "CERTFLEET_DATABASE_URL",
+        default_value = "./certfleet-data/certfleet.db"
+    )]
+    pub database_url: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OrgCommand {
+    /// Create an organization (a tenant).
+    Create {
+        /// Short identifier: lower-case letters, digits and '-'.
+        slug: String,
+        /// Display name.
+        #[arg(long)]
+        name: String,
+        /// Contact email, registered with the CA.
+        #[arg(long)]
+        email: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RoleArg {
+    /// See certificates.
+    Read,
+    /// See, request, renew, revoke and delete certificates.
+    Write,
+    /// See certificates and download their private keys.
+    Bundle,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create an API token for an organization; the secret is shown once.
+    Create {
+        /// Organization slug.
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        role: RoleArg,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum KeyTypeArg {
+    EcdsaP256,
+    EcdsaP384,
+    Rsa2048,
+    Rsa3072,
+    Rsa4096,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ReasonArg {
+    Unspecified,
+    KeyCompromise,
+    AffiliationChanged,
+    Superseded,
+    CessationOfOperation,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum StatusArg {
+    Pending,
+    Issuing,
+    Valid,
+    Renewing,
+    Expired,
+    Revoked,
+    Failed,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertCommand {
+    /// Request a certificate for one or more names (the first is the primary name).
+    Request {
+        #[arg(required = true)]
+        names: Vec<String>,
+        #[arg(long, default_value = "ecdsa-p256")]
+        key_type: KeyTypeArg,
+        /// Do not renew automatically.
+        #[arg(long)]
+        no_auto_renew: bool,
+        /// Renew at least this many days before expiry.
+        #[arg(long)]
+        renew_before_days: Option<u32>,
+        /// Show progress until the certificate is valid or failed.
+        #[arg(long)]
+        wait: bool,
+        /// Seconds to wait with --wait.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
+    /// List certificates.
+    List {
+        #[arg(long)]
+        status: Option<StatusArg>,
+        /// Only certificates with a name containing this text.
+        #[arg(long)]
+        name: Option<String>,
+        /// Only certificates expiring within this many days.
+        #[arg(long)]
+        expiring_within_days: Option<u32>,
+        /// Rows per page (all pages are fetched).
+        #[arg(long, default_value_t = 100)]
+        page_size: u32,
+    },
+    /// Show one certificate.
+    Show { id: String },
+    /// Renew now.
+    Renew {
+        id: String,
+        #[arg(long)]
+        wait: bool,
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
+    /// Revoke the current version at the CA.
+    Revoke {
+        id: String,
+        #[arg(long)]
+        reason: ReasonArg,
+        #[arg(long)]
+        wait: bool,
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+    },
+    /// Stop managing a certificate (it is not revoked).
+    Delete { id: String },
+    /// Write cert.pem, chain.pem, fullchain.pem and privkey.pem (mode 0600) into a folder.
+    Download {
+        id: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}

@@ -1,0 +1,59 @@
+//! The gRPC client of the CLI: endpoint, bearer token, and plain error text.
+
+use anyhow::{Context as _, anyhow};
+use certfleet_proto::v1::certificate_service_client::CertificateServiceClient;
+use certfleet_proto::v1::organization_service_client::OrganizationServiceClient;
+use tonic::metadata::MetadataValue;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+use crate::args::ClientArgs;
+
+#[derive(Clone)]
+pub(crate) struct Bearer(MetadataValue<tonic::metadata::Ascii>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+pub(crate) type Certificates = CertificateServiceClient<InterceptedService<Channel, Bearer>>;
+pub(crate) type Organizations = OrganizationServiceClient<InterceptedService<Channel, Bearer>>;
+
+async fn connect(args: &ClientArgs) -> anyhow::Result<(Channel, Bearer)> {
+    let token = args
+        .token
+        .as_deref()
+        .ok_or_else(|| anyhow!("no token: pass --token or set CERTFLEET_TOKEN"))?;
+    let header = MetadataValue::try_from(format!("Bearer {}", token.trim()))
+        .map_err(|_| anyhow!("the token contains characters that cannot be sent"))?;
+    let channel = Channel::from_shared(args.endpoint.clone())
+        .map_err(|error| anyhow!("invalid --endpoint {:?}: {error}", args.endpoint))?
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach certfleet at {}", args.endpoint))?;
+    Ok((channel, Bearer(header)))
+}
+
+pub(crate) async fn certificates(args: &ClientArgs) -> anyhow::Result<Certificates> {
+    let (channel, bearer) = connect(args).await?;
+    Ok(CertificateServiceClient::with_interceptor(channel, bearer))
+}
+
+pub(crate) async fn organizations(args: &ClientArgs) -> anyhow::Result<Organizations> {
+    let (channel, bearer) = connect(args).await?;
+    Ok(OrganizationServiceClient::with_interceptor(channel, bearer))
+}
+
+/// The server's message, which already names the field and value where it matters.
+pub(crate) fn status_error(status: tonic::Status) -> anyhow::Error {
+    anyhow!("{}", status.message())
+}

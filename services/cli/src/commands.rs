@@ -1,0 +1,545 @@
+//! The client commands: organizations, tokens and certificates over gRPC, and
+//! `migrate`.
+
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use certfleet_proto::v1::{
+    self as pb, Certificate, CertificateStatus, CreateApiTokenRequest, CreateCertificateRequest,
+    CreateOrganizationRequest, DeleteCertificateRequest, GetCertificateBundleRequest,
+    GetCertificateRequest, ListCertificatesRequest, RenewCertificateRequest,
+    RevokeCertificateRequest, WatchCertificatesRequest,
+};
+use certfleet_store::Store;
+use tokio_stream::StreamExt as _;
+
+use crate::args::{
+    CertCommand, ClientArgs, KeyTypeArg, MigrateArgs, OrgCommand, Output, ReasonArg, RoleArg,
+    StatusArg, TokenCommand,
+};
+use crate::client::{self, Certificates, status_error};
+use crate::output;
+
+pub(crate) async fn migrate(args: MigrateArgs) -> anyhow::Result<ExitCode> {
+    if !args.database_url.contains("://") {
+        if let Some(parent) = Path::new(&args.database_url).parent() {
+            if !parent.as_os_str().is_empty() {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(parent)
+                    .with_context(|| format!("creating {}", parent.display()))?;
+            }
+        }
+    }
+    let store = Store::connect(&args.database_url).await?;
+    let applied = store.migrate().await?;
+    if applied.is_empty() {
+        println!("database is up to date");
+    } else {
+        for version in applied {
+            println!("applied {version}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn org(args: &ClientArgs, command: OrgCommand) -> anyhow::Result<ExitCode> {
+    let OrgCommand::Create { slug, name, email } = command;
+    let mut organizations = client::organizations(args).await?;
+    let organization = organizations
+        .create_organization(CreateOrganizationRequest {
+            slug,
+            name,
+            contact_email: email,
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    match args.output {
+        Output::Json => println!("{}", output::organization_json(&organization)),
+        Output::Table => println!(
+            "{}",
+            output::table(
+                &["ID", "SLUG", "NAME", "EMAIL"],
+                &[vec![
+                    organization.id.clone(),
+                    organization.slug.clone(),
+                    organization.name.clone(),
+                    organization.contact_email.clone(),
+                ]]
+            )
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn token(args: &ClientArgs, command: TokenCommand) -> anyhow::Result<ExitCode> {
+    let TokenCommand::Create {
+        org,
+        role,
+        description,
+    } = command;
+    let (proto_role, role_name) = match role {
+        RoleArg::Read => (pb::Role::Read, "read"),
+        RoleArg::Write => (pb::Role::Write, "write"),
+        RoleArg::Bundle => (pb::Role::Bundle, "bundle"),
+    };
+    let mut organizations = client::organizations(args).await?;
+    let token = organizations
+        .create_api_token(CreateApiTokenRequest {
+            organization: org,
+            role: proto_role as i32,
+            description,
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    match args.output {
+        Output::Json => println!("{}", output::token_json(&token, role_name)),
+        Output::Table => {
+            println!("token id: {}", token.id);
+            println!("role:     {role_name}");
+            println!("token (shown once; store it now):\n{}", token.token);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn cert(args: &ClientArgs, command: CertCommand) -> anyhow::Result<ExitCode> {
+    let mut certificates = client::certificates(args).await?;
+    match command {
+        CertCommand::Request {
+            names,
+            key_type,
+            no_auto_renew,
+            renew_before_days,
+            wait,
+            timeout,
+        } => {
+            let request = CreateCertificateRequest {
+                names,
+                key_type: key_type_proto(key_type) as i32,
+                challenge_type: pb::ChallengeType::Http01 as i32,
+                auto_renew: Some(!no_auto_renew),
+                renew_before_expiry_seconds: i64::from(renew_before_days.unwrap_or(0)) * 86_400,
+            };
+            // Watch before creating, so no event is missed.
+            let watch = if wait {
+                Some(open_watch(&mut certificates).await?)
+            } else {
+                None
+            };
+            let created = certificates
+                .create_certificate(request)
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            finish(
+                args,
+                &mut certificates,
+                created,
+                watch,
+                Goal::Valid,
+                timeout,
+            )
+            .await
+        }
+        CertCommand::Renew { id, wait, timeout } => {
+            let watch = if wait {
+                Some(open_watch(&mut certificates).await?)
+            } else {
+                None
+            };
+            let before = current_serial(&mut certificates, &id).await?;
+            let renewed = certificates
+                .renew_certificate(RenewCertificateRequest { id })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            finish(
+                args,
+                &mut certificates,
+                renewed,
+                watch,
+                Goal::NewSerial(before),
+                timeout,
+            )
+            .await
+        }
+        CertCommand::Revoke {
+            id,
+            reason,
+            wait,
+            timeout,
+        } => {
+            let watch = if wait {
+                Some(open_watch(&mut certificates).await?)
+            } else {
+                None
+            };
+            let certificate = certificates
+                .revoke_certificate(RevokeCertificateRequest {
+                    id,
+                    reason: reason_proto(reason) as i32,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            finish(
+                args,
+                &mut certificates,
+                certificate,
+                watch,
+                Goal::Revoked,
+                timeout,
+            )
+            .await
+        }
+        CertCommand::Show { id } => {
+            let certificate = certificates
+                .get_certificate(GetCertificateRequest { id })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            print_certificate(args.output, &certificate);
+            Ok(ExitCode::SUCCESS)
+        }
+        CertCommand::Delete { id } => {
+            certificates
+                .delete_certificate(DeleteCertificateRequest { id: id.clone() })
+                .await
+                .map_err(status_error)?;
+            match args.output {
+                Output::Json => println!("{}", serde_json::json!({ "deleted": id })),
+                Output::Table => println!("deleted {id}"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        CertCommand::List {
+            status,
+            name,
+            expiring_within_days,
+            page_size,
+        } => {
+            list(
+                args,
+                &mut certificates,
+                status,
+                name,
+                expiring_within_days,
+                page_size,
+            )
+            .await
+        }
+        CertCommand::Download { id, out } => download(args, &mut certificates, id, &out).await,
+    }
+}
+
+async fn list(
+    args: &ClientArgs,
+    certificates: &mut Certificates,
+    status: Option<StatusArg>,
+    name: Option<String>,
+    expiring_within_days: Option<u32>,
+    page_size: u32,
+) -> anyhow::Result<ExitCode> {
+    let expiring_before = expiring_within_days
+        .map(|days| time::OffsetDateTime::now_utc().unix_timestamp() + i64::from(days) * 86_400)
+        .unwrap_or(0);
+    let mut all = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = certificates
+            .list_certificates(ListCertificatesRequest {
+                status: status
+                    .map(status_proto)
+                    .unwrap_or(CertificateStatus::Unspecified) as i32,
+                name: name.clone().unwrap_or_default(),
+                expiring_before,
+                page_size,
+                page_token: page_token.clone(),
+            })
+            .await
+            .map_err(status_error)?
+            .into_inner();
+        all.extend(page.certificates);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    match args.output {
+        Output::Json => println!(
+            "{}",
+            serde_json::Value::Array(all.iter().map(output::certificate_json).collect())
+        ),
+        Output::Table => {
+            let rows: Vec<Vec<String>> = all.iter().map(output::certificate_row).collect();
+            println!(
+                "{}",
+                output::table(&["ID", "STATUS", "NAMES", "EXPIRES", "SERIAL"], &rows)
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn download(
+    args: &ClientArgs,
+    certificates: &mut Certificates,
+    id: String,
+    out: &Path,
+) -> anyhow::Result<ExitCode> {
+    let bundle = certificates
+        .get_certificate_bundle(GetCertificateBundleRequest { id })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(out)
+        .with_context(|| format!("creating {}", out.display()))?;
+    let files: [(&str, &str, u32); 4] = [
+        ("cert.pem", &bundle.certificate_pem, 0o644),
+        ("chain.pem", &bundle.chain_pem, 0o644),
+        ("fullchain.pem", &bundle.fullchain_pem, 0o644),
+        ("privkey.pem", &bundle.private_key_pem, 0o600),
+    ];
+    for (name, contents, mode) in files {
+        write_atomically(&out.join(name), contents.as_bytes(), mode)?;
+    }
+    match args.output {
+        Output::Json => println!(
+            "{}",
+            serde_json::json!({
+                "certificate_id": bundle.certificate_id,
+                "version": bundle.version,
+                "serial": bundle.serial,
+                "directory": out,
+                "files": ["cert.pem", "chain.pem", "fullchain.pem", "privkey.pem"],
+            })
+        ),
+        Output::Table => println!(
+            "wrote cert.pem, chain.pem, fullchain.pem and privkey.pem (0600) of version {} (serial {}) to {}",
+            bundle.version,
+            bundle.serial,
+            out.display()
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes through a temporary file and a rename, so a reader never sees half a file.
+fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let temporary = path.with_extension(format!("tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&temporary)?;
+        file.write_all(contents)?;
+        file.sync_all()?;
+        std::fs::rename(&temporary, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    result.with_context(|| format!("writing {}", path.display()))
+}
+
+type Watch = tonic::Streaming<pb::CertificateEvent>;
+
+async fn open_watch(certificates: &mut Certificates) -> anyhow::Result<Watch> {
+    Ok(certificates
+        .watch_certificates(WatchCertificatesRequest {})
+        .await
+        .map_err(status_error)?
+        .into_inner())
+}
+
+async fn current_serial(certificates: &mut Certificates, id: &str) -> anyhow::Result<String> {
+    let certificate = certificates
+        .get_certificate(GetCertificateRequest { id: id.to_owned() })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    Ok(certificate
+        .current
+        .map(|version| version.serial)
+        .unwrap_or_default())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Goal {
+    Valid,
+    /// Valid with a serial other than this one.
+    NewSerial(String),
+    Revoked,
+}
+
+/// Prints the result, or with a watch stream follows the certificate until the
+/// goal is reached (exit 0), it failed for good (exit 1) or time ran out (exit 2).
+async fn finish(
+    args: &ClientArgs,
+    certificates: &mut Certificates,
+    certificate: Certificate,
+    watch: Option<Watch>,
+    goal: Goal,
+    timeout: u64,
+) -> anyhow::Result<ExitCode> {
+    let Some(mut watch) = watch else {
+        print_certificate(args.output, &certificate);
+        return Ok(ExitCode::SUCCESS);
+    };
+    let id = certificate.id.clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
+    let mut last_progress = String::new();
+    let mut current = certificate;
+    loop {
+        let progress = progress_line(&current);
+        if progress != last_progress && args.output == Output::Table {
+            eprintln!("{progress}");
+            last_progress = progress;
+        }
+        match outcome(&current, &goal) {
+            Some(true) => {
+                print_certificate(args.output, &current);
+                return Ok(ExitCode::SUCCESS);
+            }
+            Some(false) => {
+                print_certificate(args.output, &current);
+                eprintln!("error: {}", failure_text(&current));
+                return Ok(ExitCode::FAILURE);
+            }
+            None => {}
+        }
+        // Wake on an event about this certificate, or poll once a second.
+        let wait = tokio::time::sleep(Duration::from_secs(1));
+        tokio::select! {
+            event = watch.next() => {
+                if let Some(Err(status)) = event {
+                    bail!("watching certificate events failed: {}", status.message());
+                }
+            }
+            () = wait => {}
+            () = tokio::time::sleep_until(deadline) => {
+                print_certificate(args.output, &current);
+                eprintln!("error: gave up waiting after {timeout} s; certificate {id} is {}", output::status_name(current.status));
+                return Ok(ExitCode::from(2));
+            }
+        }
+        current = certificates
+            .get_certificate(GetCertificateRequest { id: id.clone() })
+            .await
+            .map_err(status_error)?
+            .into_inner();
+    }
+}
+
+/// `Some(true)` reached, `Some(false)` failed for good, `None` not yet.
+fn outcome(certificate: &Certificate, goal: &Goal) -> Option<bool> {
+    let status =
+        CertificateStatus::try_from(certificate.status).unwrap_or(CertificateStatus::Unspecified);
+    match goal {
+        Goal::Revoked => match status {
+            CertificateStatus::Revoked => Some(true),
+            _ => None,
+        },
+        Goal::Valid | Goal::NewSerial(_) => {
+            let serial = certificate
+                .current
+                .as_ref()
+                .map(|version| version.serial.as_str());
+            match status {
+                CertificateStatus::Failed => Some(false),
+                CertificateStatus::Revoked => Some(false),
+                CertificateStatus::Valid => match goal {
+                    Goal::NewSerial(before) if serial == Some(before.as_str()) => {
+                        // Still the old version: a final renewal failure leaves the
+                        // certificate valid with its last error set.
+                        (!certificate.last_error.is_empty() && certificate.next_attempt_at == 0)
+                            .then_some(false)
+                    }
+                    _ => Some(true),
+                },
+                _ => None,
+            }
+        }
+    }
+}
+
+fn failure_text(certificate: &Certificate) -> String {
+    if certificate.last_error.is_empty() {
+        format!(
+            "certificate {} is {}",
+            certificate.id,
+            output::status_name(certificate.status)
+        )
+    } else {
+        certificate.last_error.clone()
+    }
+}
+
+fn progress_line(certificate: &Certificate) -> String {
+    let mut line = format!(
+        "{}: {}",
+        certificate.id,
+        output::status_name(certificate.status)
+    );
+    if !certificate.last_error.is_empty() {
+        line.push_str(&format!(
+            " (attempt {} failed: {}; next try {})",
+            certificate.attempts,
+            certificate.last_error,
+            output::timestamp(certificate.next_attempt_at)
+        ));
+    }
+    line
+}
+
+fn print_certificate(format: Output, certificate: &Certificate) {
+    match format {
+        Output::Json => println!("{}", output::certificate_json(certificate)),
+        Output::Table => println!("{}", output::certificate_details(certificate)),
+    }
+}
+
+fn key_type_proto(key_type: KeyTypeArg) -> pb::KeyType {
+    match key_type {
+        KeyTypeArg::EcdsaP256 => pb::KeyType::EcdsaP256,
+        KeyTypeArg::EcdsaP384 => pb::KeyType::EcdsaP384,
+        KeyTypeArg::Rsa2048 => pb::KeyType::Rsa2048,
+        KeyTypeArg::Rsa3072 => pb::KeyType::Rsa3072,
+        KeyTypeArg::Rsa4096 => pb::KeyType::Rsa4096,
+    }
+}
+
+fn reason_proto(reason: ReasonArg) -> pb::RevocationReason {
+    match reason {
+        ReasonArg::Unspecified => pb::RevocationReason::Unspecified,
+        ReasonArg::KeyCompromise => pb::RevocationReason::KeyCompromise,
+        ReasonArg::AffiliationChanged => pb::RevocationReason::AffiliationChanged,
+        ReasonArg::Superseded => pb::RevocationReason::Superseded,
+        ReasonArg::CessationOfOperation => pb::RevocationReason::CessationOfOperation,
+    }
+}
+
+fn status_proto(status: StatusArg) -> CertificateStatus {
+    match status {
+        StatusArg::Pending => CertificateStatus::Pending,
+        StatusArg::Issuing => CertificateStatus::Issuing,
+        StatusArg::Valid => CertificateStatus::Valid,
+        StatusArg::Renewing => CertificateStatus::Renewing,
+        StatusArg::Expired => CertificateStatus::Expired,
+        StatusArg::Revoked => CertificateStatus::Revoked,
+        StatusArg::Failed => CertificateStatus::Failed,
+    }
+}

@@ -1,0 +1,331 @@
+//! The embedded mode: API, responder, issuer, scheduler and outbox relay in one
+//! process on one database (SQLite by default), with the in-process bus and a
+//! local master key.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use certfleet_acme::{AcmeConfig, Issuer, IssuerPool, Scheduler, SchedulerConfig, SelfCheckConfig};
+use certfleet_api::ApiState;
+use certfleet_bus::{InProcessBus, OutboxRelay};
+use certfleet_core::{Clock, SystemClock};
+use certfleet_store::Store;
+use certfleet_vault::{LocalMasterKey, Vault};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::args::LogFormat;
+
+/// Settings of `certfleet dev` / `certfleet server`.
+#[derive(Debug, Clone)]
+pub struct EmbeddedConfig {
+    /// `dev` creates a master key when there is none; `server` refuses to.
+    pub dev: bool,
+    pub data_dir: PathBuf,
+    pub database_url: Option<String>,
+    pub master_key_file: PathBuf,
+    pub master_key: Option<String>,
+    pub grpc_listen: SocketAddr,
+    pub http01_listen: SocketAddr,
+    pub self_check_addr: Option<SocketAddr>,
+    pub self_check: bool,
+    pub self_check_timeout: Duration,
+    pub ca_directory: String,
+    pub ca_root: Option<PathBuf>,
+    pub scheduler_interval: Duration,
+    pub issuer_concurrency: usize,
+}
+
+/// A running embedded certfleet.
+#[derive(Debug)]
+pub struct Embedded {
+    pub grpc_addr: SocketAddr,
+    pub http01_addr: SocketAddr,
+    pub admin_token_path: PathBuf,
+    /// The admin token, when this start created it.
+    pub new_admin_token: Option<String>,
+    pub store: Store,
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+    _lock: std::fs::File,
+}
+
+/// Starts every role; returns once all listeners are bound.
+pub async fn start(config: EmbeddedConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Embedded> {
+    certfleet_acme::install_crypto_provider();
+    create_private_dir(&config.data_dir)?;
+    let lock = lock_data_dir(&config.data_dir)?;
+    let owner = instance_id(&config.data_dir)?;
+
+    let database_url = config.database_url.clone().unwrap_or_else(|| {
+        config
+            .data_dir
+            .join("certfleet.db")
+            .to_string_lossy()
+            .into_owned()
+    });
+    let store = Store::connect(&database_url)
+        .await
+        .context("opening the database")?;
+    let applied = store.migrate().await.context("migrating the database")?;
+    if !applied.is_empty() {
+        tracing::info!(?applied, "database migrated");
+    }
+    let vault = Vault::new(Arc::new(load_master_key(&config).await?));
+
+    let admin_token_path = config.data_dir.join("admin-token");
+    let new_admin_token = if admin_token_path.exists() {
+        None
+    } else {
+        let token = certfleet_api::create_admin_token(&store, clock.as_ref(), "first start")
+            .await
+            .context("creating the admin token")?;
+        write_secret_file(&admin_token_path, token.as_bytes())?;
+        Some(token)
+    };
+
+    // A restarted process holds nothing, whatever it held before it stopped.
+    let released = store.release_all_leases_of(&owner).await?;
+    if released > 0 {
+        tracing::info!(
+            released,
+            "took back certificates left in flight by the previous run"
+        );
+    }
+
+    let (bus, jobs) = InProcessBus::new();
+    let relay = OutboxRelay::new(store.clone(), Arc::new(bus.clone()), Duration::from_secs(1));
+    let acme = AcmeConfig {
+        ca_root: config.ca_root.clone(),
+        self_check: SelfCheckConfig {
+            enabled: config.self_check,
+            connect_addr: config.self_check_addr,
+            timeout: config.self_check_timeout,
+        },
+        ..AcmeConfig::new(config.ca_directory.clone())
+    };
+    let issuer = Issuer::new(
+        store.clone(),
+        vault.clone(),
+        relay.clone(),
+        clock.clone(),
+        acme,
+        owner.clone(),
+    );
+    let scheduler = Scheduler::new(
+        store.clone(),
+        relay.clone(),
+        clock.clone(),
+        SchedulerConfig {
+            interval: config.scheduler_interval,
+            owner: owner.clone(),
+        },
+    );
+    let api = ApiState {
+        store: store.clone(),
+        vault,
+        relay: relay.clone(),
+        events: Arc::new(bus),
+        clock,
+        directory_url: config.ca_directory.clone(),
+    };
+
+    let grpc_listener = tokio::net::TcpListener::bind(config.grpc_listen)
+        .await
+        .with_context(|| format!("binding the gRPC address {}", config.grpc_listen))?;
+    let http01_listener = tokio::net::TcpListener::bind(config.http01_listen)
+        .await
+        .with_context(|| format!("binding the HTTP-01 address {}", config.http01_listen))?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    let http01_addr = http01_listener.local_addr()?;
+
+    let (stop, stopping) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    tasks.spawn(relay.run());
+    tasks.spawn(IssuerPool::run(issuer, jobs, config.issuer_concurrency));
+    tasks.spawn(scheduler.run());
+    let mut stop_responder = stopping.clone();
+    let responder_store = store.clone();
+    tasks.spawn(async move {
+        let shutdown = async move {
+            let _ = stop_responder.wait_for(|stopped| *stopped).await;
+        };
+        if let Err(error) =
+            certfleet_responder::serve(responder_store, http01_listener, shutdown).await
+        {
+            tracing::error!(%error, "http-01 responder stopped");
+        }
+    });
+    let mut stop_api = stopping;
+    tasks.spawn(async move {
+        let shutdown = async move {
+            let _ = stop_api.wait_for(|stopped| *stopped).await;
+        };
+        if let Err(error) = certfleet_api::serve(api, grpc_listener, shutdown).await {
+            tracing::error!(%error, "grpc api stopped");
+        }
+    });
+    tracing::info!(%grpc_addr, %http01_addr, directory = %config.ca_directory, "certfleet running");
+    Ok(Embedded {
+        grpc_addr,
+        http01_addr,
+        admin_token_path,
+        new_admin_token,
+        store,
+        stop,
+        tasks,
+        _lock: lock,
+    })
+}
+
+impl Embedded {
+    /// Stops listening and ends every role. Orders in flight resume on the next start.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        // Give the servers a moment to finish calls in flight.
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while self.tasks.len() > 3 {
+                if self.tasks.join_next().await.is_none() {
+                    break;
+                }
+            }
+        })
+        .await;
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// `certfleet dev|server`: starts, prints where it listens, runs until SIGINT/SIGTERM.
+pub async fn run_cli(config: EmbeddedConfig, log_format: LogFormat) -> anyhow::Result<ExitCode> {
+    init_tracing(log_format);
+    let embedded = start(config, Arc::new(SystemClock)).await?;
+    println!("certfleet is running");
+    println!("  gRPC API:           http://{}", embedded.grpc_addr);
+    println!("  HTTP-01 responder:  http://{}", embedded.http01_addr);
+    if let Some(token) = &embedded.new_admin_token {
+        println!(
+            "  admin token (shown once; also in {}):\n    {token}",
+            embedded.admin_token_path.display()
+        );
+    } else {
+        println!(
+            "  admin token:        in {}",
+            embedded.admin_token_path.display()
+        );
+    }
+    wait_for_signal().await?;
+    tracing::info!("shutting down");
+    embedded.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result.context("waiting for ctrl-c")?,
+        _ = terminate.recv() => {}
+    }
+    Ok(())
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CERTFLEET_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+async fn load_master_key(config: &EmbeddedConfig) -> anyhow::Result<LocalMasterKey> {
+    if let Some(encoded) = &config.master_key {
+        return LocalMasterKey::from_base64(encoded).context("CERTFLEET_MASTER_KEY");
+    }
+    let path = &config.master_key_file;
+    if config.dev {
+        let (key, generated) = LocalMasterKey::load_or_generate(path)
+            .await
+            .with_context(|| format!("master key {}", path.display()))?;
+        if generated {
+            tracing::warn!(path = %path.display(), "generated a new master key: back it up; without it no stored private key can be read");
+        }
+        return Ok(key);
+    }
+    if !path.exists() {
+        bail!(
+            "no master key at {}: set CERTFLEET_MASTER_KEY or CERTFLEET_MASTER_KEY_FILE, or create one with `certfleet dev` (it writes <data-dir>/master.key)",
+            path.display()
+        );
+    }
+    LocalMasterKey::load_file(path)
+        .await
+        .with_context(|| format!("master key {}", path.display()))
+}
+
+fn create_private_dir(path: &Path) -> anyhow::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .with_context(|| format!("creating the data dir {}", path.display()))
+}
+
+/// One process per data dir: a second one would take the leases of the first.
+fn lock_data_dir(data_dir: &Path) -> anyhow::Result<std::fs::File> {
+    let path = data_dir.join("certfleet.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => bail!(
+            "another certfleet is already running on the data dir {}",
+            data_dir.display()
+        ),
+        Err(std::fs::TryLockError::Error(error)) => {
+            Err(error).with_context(|| format!("locking {}", path.display()))
+        }
+    }
+}
+
+/// A stable name for this installation in leases, kept in the data dir.
+fn instance_id(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join("instance-id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_owned()),
+        Ok(_) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(error).with_context(|| format!("reading {}", path.display())),
+    }
+    let id = format!("embedded-{}", uuid::Uuid::new_v4());
+    std::fs::write(&path, &id).with_context(|| format!("writing {}", path.display()))?;
+    Ok(id)
+}
+
+/// Writes a secret to a new file readable by the owner only; never replaces one.
+pub(crate) fn write_secret_file(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(contents)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("writing {}", path.display()))
+}

@@ -1,0 +1,33 @@
+//! The `certfleet` command line: clap definitions, the embedded server and the
+//! client commands. `main.rs` only parses and runs.
+
+mod args;
+mod client;
+mod commands;
+pub mod embedded;
+mod output;
+
+use std::process::ExitCode;
+
+pub use args::{Cli, Command, ServerArgs};
+
+/// Runs a parsed command line; the exit code says how it went.
+pub async fn run(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Dev(server) => embedded::run_cli(server.into_config(true), cli.log_format).await,
+        Command::Server(server) => {
+            embedded::run_cli(server.into_config(false), cli.log_format).await
+        }
+        Command::Migrate(migrate) => commands::migrate(migrate).await,
+        Command::Org(org) => commands::org(&cli.client, org).await,
+        Command::Token(token) => commands::token(&cli.client, token).await,
+        Command::Cert(cert) => commands::cert(&cli.client, cert).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

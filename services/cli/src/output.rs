@@ -1,0 +1,169 @@
+//! Table and JSON renderings of API messages.
+
+use certfleet_proto::v1::{
+    ApiToken, Certificate, CertificateStatus, CertificateVersion, KeyType, Organization,
+};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// Unix seconds as RFC 3339, empty for 0.
+pub(crate) fn timestamp(seconds: i64) -> String {
+    if seconds == 0 {
+        return String::new();
+    }
+    OffsetDateTime::from_unix_timestamp(seconds)
+        .ok()
+        .and_then(|time| time.format(&Rfc3339).ok())
+        .unwrap_or_else(|| seconds.to_string())
+}
+
+pub(crate) fn status_name(status: i32) -> &'static str {
+    match CertificateStatus::try_from(status).unwrap_or(CertificateStatus::Unspecified) {
+        CertificateStatus::Unspecified => "unknown",
+        CertificateStatus::Pending => "pending",
+        CertificateStatus::Issuing => "issuing",
+        CertificateStatus::Valid => "valid",
+        CertificateStatus::Renewing => "renewing",
+        CertificateStatus::Expired => "expired",
+        CertificateStatus::Revoked => "revoked",
+        CertificateStatus::Failed => "failed",
+    }
+}
+
+fn key_type_name(key_type: i32) -> &'static str {
+    match KeyType::try_from(key_type).unwrap_or(KeyType::Unspecified) {
+        KeyType::Unspecified | KeyType::EcdsaP256 => "ecdsa-p256",
+        KeyType::EcdsaP384 => "ecdsa-p384",
+        KeyType::Rsa2048 => "rsa-2048",
+        KeyType::Rsa3072 => "rsa-3072",
+        KeyType::Rsa4096 => "rsa-4096",
+    }
+}
+
+fn version_json(version: &CertificateVersion) -> Value {
+    json!({
+        "id": version.id,
+        "version": version.version,
+        "serial": version.serial,
+        "fingerprint_sha256": version.fingerprint_sha256,
+        "not_before": timestamp(version.not_before),
+        "not_after": timestamp(version.not_after),
+        "order_url": version.order_url,
+        "revoked_at": timestamp(version.revoked_at),
+    })
+}
+
+pub(crate) fn certificate_json(certificate: &Certificate) -> Value {
+    json!({
+        "id": certificate.id,
+        "organization_id": certificate.organization_id,
+        "primary_name": certificate.primary_name,
+        "names": certificate.names,
+        "key_type": key_type_name(certificate.key_type),
+        "status": status_name(certificate.status),
+        "auto_renew": certificate.auto_renew,
+        "renew_at": timestamp(certificate.renew_at),
+        "next_attempt_at": timestamp(certificate.next_attempt_at),
+        "attempts": certificate.attempts,
+        "last_error": certificate.last_error,
+        "current": certificate.current.as_ref().map(version_json),
+        "created_at": timestamp(certificate.created_at),
+        "updated_at": timestamp(certificate.updated_at),
+    })
+}
+
+pub(crate) fn organization_json(organization: &Organization) -> Value {
+    json!({
+        "id": organization.id,
+        "slug": organization.slug,
+        "name": organization.name,
+        "contact_email": organization.contact_email,
+        "created_at": timestamp(organization.created_at),
+    })
+}
+
+pub(crate) fn token_json(token: &ApiToken, role: &str) -> Value {
+    json!({
+        "id": token.id,
+        "organization_id": token.organization_id,
+        "role": role,
+        "token": token.token,
+        "created_at": timestamp(token.created_at),
+    })
+}
+
+/// Key/value lines describing one certificate.
+pub(crate) fn certificate_details(certificate: &Certificate) -> String {
+    let mut lines = vec![
+        format!("id:          {}", certificate.id),
+        format!("names:       {}", certificate.names.join(", ")),
+        format!("status:      {}", status_name(certificate.status)),
+        format!("key type:    {}", key_type_name(certificate.key_type)),
+        format!("auto renew:  {}", certificate.auto_renew),
+    ];
+    if let Some(version) = &certificate.current {
+        lines.push(format!("version:     {}", version.version));
+        lines.push(format!("serial:      {}", version.serial));
+        lines.push(format!("not before:  {}", timestamp(version.not_before)));
+        lines.push(format!("expires:     {}", timestamp(version.not_after)));
+        lines.push(format!("sha256:      {}", version.fingerprint_sha256));
+        if version.revoked_at != 0 {
+            lines.push(format!("revoked at:  {}", timestamp(version.revoked_at)));
+        }
+    }
+    if certificate.renew_at != 0 {
+        lines.push(format!("renews at:   {}", timestamp(certificate.renew_at)));
+    }
+    if !certificate.last_error.is_empty() {
+        lines.push(format!("last error:  {}", certificate.last_error));
+    }
+    lines.join("\n")
+}
+
+/// A plain table with a header row and columns padded to their widest cell.
+pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|cell| cell.len()).collect();
+    for row in rows {
+        for (index, cell) in row.iter().enumerate() {
+            if let Some(width) = widths.get_mut(index) {
+                *width = (*width).max(cell.chars().count());
+            }
+        }
+    }
+    let render = |cells: Vec<&str>| {
+        cells
+            .iter()
+            .enumerate()
+            .map(|(index, cell)| {
+                format!(
+                    "{cell:<width$}",
+                    width = widths.get(index).copied().unwrap_or(0)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_owned()
+    };
+    let mut lines = vec![render(header.to_vec())];
+    for row in rows {
+        lines.push(render(row.iter().map(String::as_str).collect()));
+    }
+    lines.join("\n")
+}
+
+pub(crate) fn certificate_row(certificate: &Certificate) -> Vec<String> {
+    let (serial, expires) = certificate
+        .current
+        .as_ref()
+        .map(|version| (version.serial.clone(), timestamp(version.not_after)))
+        .unwrap_or_default();
+    vec![
+        certificate.id.clone(),
+        status_name(certificate.status).to_owned(),
+        certificate.names.join(","),
+        expires,
+        serial,
+    ]
+}
