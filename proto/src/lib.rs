@@ -1,6 +1,6 @@
 //! The certfleet gRPC and event contract, generated from `proto/certfleet/v1`.
 
-#[expect(clippy::all, clippy::pedantic, reason = "generated code")]
+#[allow(clippy::all, clippy::pedantic, reason = "generated code")]
 pub mod v1 {
     tonic::include_proto!("certfleet.v1");
 

@@ -1,0 +1,282 @@
+//! Bearer tokens: `cf1.<token id>.<secret>`, the secret 32 random bytes in
+//! base64url without padding, stored only as the SHA-256 of those bytes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use certfleet_core::{Clock, Role};
+use certfleet_store::{ApiToken, AuditEntry, Store, new_id};
+use rand::RngCore as _;
+use sha2::{Digest as _, Sha256};
+use subtle::ConstantTimeEq as _;
+use tonic::metadata::MetadataMap;
+
+use crate::ApiError;
+
+const TOKEN_PREFIX: &str = "cf1.";
+const SECRET_LEN: usize = 32;
+/// How often one process records that a token was used.
+const TOUCH_INTERVAL_MS: i64 = 60_000;
+
+/// Who is calling, once the bearer token checked out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub token_id: String,
+    /// `None` for platform tokens.
+    pub organization_id: Option<String>,
+    pub role: Role,
+}
+
+impl Principal {
+    /// The caller's organization, when it is an organization token whose role allows `needed`.
+    pub fn organization(&self, needed: Role) -> Result<&str, ApiError> {
+        let Some(organization_id) = self.organization_id.as_deref() else {
+            return Err(ApiError::PermissionDenied(
+                "certificate calls need an organization token".to_owned(),
+            ));
+        };
+        if !self.role.allows(needed) {
+            return Err(ApiError::PermissionDenied(format!(
+                "this call needs a token with the {needed} role; this token has the {} role",
+                self.role
+            )));
+        }
+        Ok(organization_id)
+    }
+
+    /// Succeeds for platform admin tokens only.
+    pub fn platform_admin(&self) -> Result<(), ApiError> {
+        if self.organization_id.is_none() && self.role == Role::Admin {
+            return Ok(());
+        }
+        Err(ApiError::PermissionDenied(
+            "organization calls need a platform admin token".to_owned(),
+        ))
+    }
+}
+
+/// A freshly made token: the row to store and the bearer string shown once.
+#[derive(Debug, Clone)]
+pub struct NewToken {
+    pub row: ApiToken,
+    pub bearer: String,
+}
+
+/// SHA-256 of the raw secret bytes, as stored in `api_tokens.secret_sha256`.
+pub fn hash_secret(secret: &[u8]) -> Vec<u8> {
+    Sha256::digest(secret).to_vec()
+}
+
+/// Makes a token with a fresh random secret; nothing is stored yet.
+pub fn new_token(
+    organization_id: Option<&str>,
+    role: Role,
+    description: &str,
+    now_ms: i64,
+) -> NewToken {
+    let mut secret = [0_u8; SECRET_LEN];
+    rand::rng().fill_bytes(&mut secret);
+    let id = new_id();
+    let bearer = format!("{TOKEN_PREFIX}{id}.{}", URL_SAFE_NO_PAD.encode(secret));
+    let row = ApiToken {
+        id,
+        organization_id: organization_id.map(str::to_owned),
+        role: role.as_str().to_owned(),
+        secret_sha256: hash_secret(&secret),
+        description: description.to_owned(),
+        created_at: now_ms,
+        last_used_at: None,
+        revoked_at: None,
+    };
+    NewToken { row, bearer }
+}
+
+/// Creates and stores a platform admin token (audited); returns the bearer string.
+pub async fn create_admin_token(
+    store: &Store,
+    clock: &dyn Clock,
+    description: &str,
+) -> Result<String, ApiError> {
+    let now = clock.now_ms();
+    let token = new_token(None, Role::Admin, description, now);
+    let audit = AuditEntry::new(
+        None,
+        "system",
+        "api_token.created",
+        Some(&token.row.id),
+        now,
+    );
+    store
+        .insert_api_token(token.row, audit)
+        .await
+        .map_err(|error| ApiError::store("create admin token", error))?;
+    Ok(token.bearer)
+}
+
+/// Splits a bearer string into token id and secret bytes.
+fn parse_bearer(bearer: &str) -> Option<(&str, Vec<u8>)> {
+    let (token_id, secret) = bearer.strip_prefix(TOKEN_PREFIX)?.split_once('.')?;
+    if token_id.is_empty() {
+        return None;
+    }
+    let secret = URL_SAFE_NO_PAD.decode(secret).ok()?;
+    (secret.len() == SECRET_LEN).then_some((token_id, secret))
+}
+
+/// The token in an `authorization: Bearer …` header.
+fn bearer_from(metadata: &MetadataMap) -> Option<&str> {
+    let header = metadata.get("authorization")?.to_str().ok()?.trim();
+    let (scheme, token) = header.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+}
+
+/// Checks bearer tokens against the store.
+#[derive(Clone)]
+pub struct Authenticator {
+    store: Store,
+    clock: Arc<dyn Clock>,
+    /// Last time this process recorded each token's use.
+    touched: Arc<Mutex<HashMap<String, i64>>>,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator").finish_non_exhaustive()
+    }
+}
+
+impl Authenticator {
+    pub fn new(store: Store, clock: Arc<dyn Clock>) -> Self {
+        Authenticator {
+            store,
+            clock,
+            touched: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// The principal of a request; every kind of bad token is the same
+    /// [`ApiError::Unauthenticated`].
+    pub async fn authenticate(&self, metadata: &MetadataMap) -> Result<Principal, ApiError> {
+        let (token_id, secret) = bearer_from(metadata)
+            .and_then(parse_bearer)
+            .ok_or(ApiError::Unauthenticated)?;
+        let presented = hash_secret(&secret);
+        let stored = self
+            .store
+            .find_api_token(token_id)
+            .await
+            .map_err(|error| ApiError::store("find api token", error))?;
+        // Compare even for an unknown id, so both paths do the same work.
+        let (expected, token) = match stored {
+            Some(token) => (token.secret_sha256.clone(), Some(token)),
+            None => (vec![0_u8; presented.len()], None),
+        };
+        let matches = bool::from(presented.ct_eq(&expected));
+        let token = match token {
+            Some(token) if matches && token.revoked_at.is_none() => token,
+            _ => return Err(ApiError::Unauthenticated),
+        };
+        let Ok(role) = Role::parse("role", &token.role) else {
+            tracing::error!(token_id = %token.id, role = %token.role, "api token has an unknown role");
+            return Err(ApiError::Unauthenticated);
+        };
+        self.touch(&token.id);
+        Ok(Principal {
+            token_id: token.id,
+            organization_id: token.organization_id,
+            role,
+        })
+    }
+
+    /// Records the token's use in the background, at most once a minute per process.
+    fn touch(&self, token_id: &str) {
+        let now = self.clock.now_ms();
+        {
+            let Ok(mut touched) = self.touched.lock() else {
+                return;
+            };
+            if touched
+                .get(token_id)
+                .is_some_and(|last| now - last < TOUCH_INTERVAL_MS)
+            {
+                return;
+            }
+            touched.insert(token_id.to_owned(), now);
+        }
+        let store = self.store.clone();
+        let token_id = token_id.to_owned();
+        tokio::spawn(async move {
+            if let Err(error) = store.touch_api_token(&token_id, now).await {
+                tracing::debug!(%token_id, %error, "cannot record api token use");
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_round_trip() {
+        let token = new_token(Some("org"), Role::Read, "ci", 1);
+        let (id, secret) = parse_bearer(&token.bearer).unwrap();
+        assert_eq!(id, token.row.id);
+        assert_eq!(hash_secret(&secret), token.row.secret_sha256);
+        assert_eq!(token.row.role, "read");
+    }
+
+    #[test]
+    fn malformed_bearers_are_refused() {
+        let token = new_token(None, Role::Admin, "", 1);
+        let short = &token.bearer[..token.bearer.len() - 2];
+        for bad in [
+            "",
+            "cf1.",
+            "cf1..AAAA",
+            "cf2.id.AAAA",
+            "cf1.id",
+            short,
+            "cf1.id.not*base64",
+        ] {
+            assert!(parse_bearer(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn header_needs_the_bearer_scheme() {
+        let mut metadata = MetadataMap::new();
+        assert_eq!(bearer_from(&metadata), None);
+        metadata.insert("authorization", "Basic abc".parse().unwrap());
+        assert_eq!(bearer_from(&metadata), None);
+        metadata.insert("authorization", "bearer cf1.a.b".parse().unwrap());
+        assert_eq!(bearer_from(&metadata), Some("cf1.a.b"));
+    }
+
+    #[test]
+    fn roles_and_scopes() {
+        let org = Principal {
+            token_id: "t".into(),
+            organization_id: Some("o".into()),
+            role: Role::Read,
+        };
+        assert_eq!(org.organization(Role::Read).ok(), Some("o"));
+        assert!(matches!(
+            org.organization(Role::Write),
+            Err(ApiError::PermissionDenied(_))
+        ));
+        assert!(org.platform_admin().is_err());
+        let admin = Principal {
+            token_id: "t".into(),
+            organization_id: None,
+            role: Role::Admin,
+        };
+        assert!(admin.platform_admin().is_ok());
+        assert!(admin.organization(Role::Read).is_err());
+    }
+}

@@ -1,0 +1,146 @@
+//! CertificateService: the certificates of the caller's organization. Every
+//! store call is scoped by the caller's organization, so another organization's
+//! certificate is answered exactly like a missing one.
+
+mod read;
+mod write;
+
+use std::pin::Pin;
+
+use certfleet_core::Role;
+use certfleet_proto::v1 as pb;
+use certfleet_proto::v1::certificate_service_server::CertificateService;
+use tokio::sync::watch;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::auth::Authenticator;
+use crate::{ApiError, ApiState};
+
+/// The gRPC implementation of `certfleet.v1.CertificateService`.
+#[derive(Clone)]
+pub struct CertificateApi {
+    state: ApiState,
+    auth: Authenticator,
+    /// Flips to true when the server shuts down; ends open watch streams.
+    shutdown: watch::Receiver<bool>,
+}
+
+impl std::fmt::Debug for CertificateApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertificateApi").finish_non_exhaustive()
+    }
+}
+
+impl CertificateApi {
+    pub(crate) fn new(
+        state: ApiState,
+        auth: Authenticator,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        CertificateApi {
+            state,
+            auth,
+            shutdown,
+        }
+    }
+
+    /// The caller's organization id and token id, when its token allows `needed`.
+    async fn caller<T>(&self, request: &Request<T>, needed: Role) -> Result<Caller, ApiError> {
+        let principal = self.auth.authenticate(request.metadata()).await?;
+        let organization_id = principal.organization(needed)?.to_owned();
+        Ok(Caller {
+            organization_id,
+            token_id: principal.token_id,
+        })
+    }
+}
+
+/// An authorized organization caller.
+#[derive(Debug, Clone)]
+struct Caller {
+    organization_id: String,
+    token_id: String,
+}
+
+fn not_found(certificate_id: &str) -> String {
+    format!("certificate {certificate_id} not found")
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::CertificateEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl CertificateService for CertificateApi {
+    async fn create_certificate(
+        &self,
+        request: Request<pb::CreateCertificateRequest>,
+    ) -> Result<Response<pb::Certificate>, Status> {
+        let caller = self.caller(&request, Role::Write).await?;
+        let created = self.create(&caller, request.into_inner()).await?;
+        Ok(Response::new(created))
+    }
+
+    async fn get_certificate(
+        &self,
+        request: Request<pb::GetCertificateRequest>,
+    ) -> Result<Response<pb::Certificate>, Status> {
+        let caller = self.caller(&request, Role::Read).await?;
+        let certificate = self.get(&caller, &request.get_ref().id).await?;
+        Ok(Response::new(certificate))
+    }
+
+    async fn list_certificates(
+        &self,
+        request: Request<pb::ListCertificatesRequest>,
+    ) -> Result<Response<pb::ListCertificatesResponse>, Status> {
+        let caller = self.caller(&request, Role::Read).await?;
+        let page = self.list(&caller, request.get_ref()).await?;
+        Ok(Response::new(page))
+    }
+
+    async fn renew_certificate(
+        &self,
+        request: Request<pb::RenewCertificateRequest>,
+    ) -> Result<Response<pb::Certificate>, Status> {
+        let caller = self.caller(&request, Role::Write).await?;
+        let certificate = self.renew(&caller, &request.get_ref().id).await?;
+        Ok(Response::new(certificate))
+    }
+
+    async fn revoke_certificate(
+        &self,
+        request: Request<pb::RevokeCertificateRequest>,
+    ) -> Result<Response<pb::Certificate>, Status> {
+        let caller = self.caller(&request, Role::Write).await?;
+        let certificate = self.revoke(&caller, request.get_ref()).await?;
+        Ok(Response::new(certificate))
+    }
+
+    async fn delete_certificate(
+        &self,
+        request: Request<pb::DeleteCertificateRequest>,
+    ) -> Result<Response<pb::DeleteCertificateResponse>, Status> {
+        let caller = self.caller(&request, Role::Write).await?;
+        self.delete(&caller, &request.get_ref().id).await?;
+        Ok(Response::new(pb::DeleteCertificateResponse {}))
+    }
+
+    async fn get_certificate_bundle(
+        &self,
+        request: Request<pb::GetCertificateBundleRequest>,
+    ) -> Result<Response<pb::CertificateBundle>, Status> {
+        let caller = self.caller(&request, Role::Bundle).await?;
+        let bundle = self.bundle(&caller, &request.get_ref().id).await?;
+        Ok(Response::new(bundle))
+    }
+
+    type WatchCertificatesStream = EventStream;
+
+    async fn watch_certificates(
+        &self,
+        request: Request<pb::WatchCertificatesRequest>,
+    ) -> Result<Response<Self::WatchCertificatesStream>, Status> {
+        let caller = self.caller(&request, Role::Read).await?;
+        Ok(Response::new(self.watch(caller)))
+    }
+}

@@ -1,0 +1,262 @@
+//! Calls that change a certificate: create, renew, revoke, delete. Each writes
+//! its job, event and audit entry in the transaction of the change, then wakes
+//! the outbox relay.
+
+use certfleet_bus::{EventBuilder, Job};
+use certfleet_core::{ChallengeType, IdentifierSet, InputError, validate_request};
+use certfleet_proto::v1 as pb;
+use certfleet_proto::v1::EventType;
+use certfleet_store::{AuditEntry, Certificate, Effects, StoreError, new_id};
+
+use super::{Caller, CertificateApi, not_found};
+use crate::ApiError;
+use crate::convert::{
+    certificate_to_proto, challenge_type_from_proto, key_type_from_proto, reason_from_proto,
+};
+
+const DNS_UNAVAILABLE: &str = "dns-01 is not available yet: no DNS provider is configured";
+
+impl CertificateApi {
+    pub(super) async fn create(
+        &self,
+        caller: &Caller,
+        request: pb::CreateCertificateRequest,
+    ) -> Result<pb::Certificate, ApiError> {
+        let names = IdentifierSet::new("names", &request.names)?;
+        let key_type = key_type_from_proto("key_type", request.key_type)?;
+        let challenge_type = challenge_type_from_proto("challenge_type", request.challenge_type)?;
+        validate_request(&names, challenge_type)?;
+        let renew_before_ms = renew_before_ms(request.renew_before_expiry_seconds)?;
+        if challenge_type == ChallengeType::Dns01 {
+            return Err(ApiError::FailedPrecondition(DNS_UNAVAILABLE.to_owned()));
+        }
+
+        let now = self.state.clock.now_ms();
+        let organization_id = caller.organization_id.as_str();
+        let id = new_id();
+        let name_list = names.to_strings();
+        let row = Certificate {
+            id: id.clone(),
+            organization_id: organization_id.to_owned(),
+            primary_name: names.primary().as_str().to_owned(),
+            names: name_list.join(","),
+            names_key: names.canonical_key(),
+            wildcard: names.has_wildcard(),
+            key_type: key_type.as_str().to_owned(),
+            challenge_type: challenge_type.as_str().to_owned(),
+            dns_provider_id: None,
+            directory_url: self.state.directory_url.clone(),
+            profile: None,
+            status: "pending".to_owned(),
+            auto_renew: request.auto_renew.unwrap_or(true),
+            renew_before_ms,
+            renew_at: None,
+            // Lets the scheduler's reconcile pass re-queue the job if it is lost.
+            next_attempt_at: Some(now),
+            attempts: 0,
+            last_error: None,
+            current_version_id: None,
+            not_after: None,
+            pending_order_url: None,
+            pending_reason: None,
+            lease_owner: None,
+            lease_until: None,
+            deleted_at: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let mut audit = AuditEntry::new(
+            Some(organization_id),
+            &caller.token_id,
+            "certificate.created",
+            Some(&id),
+            now,
+        );
+        audit.details = row.names.clone();
+        let effects = Effects {
+            outbox: vec![
+                Job::issue(organization_id, &id).to_outbox(now),
+                EventBuilder::new(EventType::Requested, organization_id, &id, name_list, now)
+                    .to_outbox(),
+            ],
+            audit: vec![audit],
+        };
+        let created = self
+            .state
+            .store
+            .create_certificate(row, effects)
+            .await
+            .map_err(|error| ApiError::from_store("create certificate", &not_found(&id), error))?;
+        self.state.relay.wake();
+        tracing::info!(
+            organization_id,
+            certificate_id = %created.id,
+            names = %created.names,
+            "certificate requested"
+        );
+        Ok(certificate_to_proto(&created, None))
+    }
+
+    pub(super) async fn renew(
+        &self,
+        caller: &Caller,
+        certificate_id: &str,
+    ) -> Result<pb::Certificate, ApiError> {
+        let now = self.state.clock.now_ms();
+        let organization_id = caller.organization_id.as_str();
+        let effects = Effects {
+            outbox: vec![Job::issue(organization_id, certificate_id).to_outbox(now)],
+            audit: vec![AuditEntry::new(
+                Some(organization_id),
+                &caller.token_id,
+                "certificate.renewal_requested",
+                Some(certificate_id),
+                now,
+            )],
+        };
+        let renewed = match self
+            .state
+            .store
+            .request_renewal(organization_id, certificate_id, now, effects)
+            .await
+        {
+            Ok(renewed) => renewed,
+            Err(StoreError::Conflict(_)) => {
+                return Err(ApiError::FailedPrecondition(format!(
+                    "certificate {certificate_id} is revoked and cannot be renewed; create a new certificate"
+                )));
+            }
+            Err(error) => {
+                return Err(ApiError::from_store(
+                    "request renewal",
+                    &not_found(certificate_id),
+                    error,
+                ));
+            }
+        };
+        self.state.relay.wake();
+        let current = self.current_version(organization_id, &renewed).await?;
+        Ok(certificate_to_proto(&renewed, current.as_ref()))
+    }
+
+    pub(super) async fn revoke(
+        &self,
+        caller: &Caller,
+        request: &pb::RevokeCertificateRequest,
+    ) -> Result<pb::Certificate, ApiError> {
+        let reason = reason_from_proto("reason", request.reason)?;
+        let organization_id = caller.organization_id.as_str();
+        let certificate_id = request.id.as_str();
+        let certificate = self.find(organization_id, certificate_id).await?;
+        let Some(current) = self.current_version(organization_id, &certificate).await? else {
+            return Err(ApiError::FailedPrecondition(
+                "certificate has no issued version to revoke".to_owned(),
+            ));
+        };
+        if current.revoked_at.is_some() || certificate.status == "revoked" {
+            return Err(ApiError::FailedPrecondition(
+                "certificate is already revoked".to_owned(),
+            ));
+        }
+        let now = self.state.clock.now_ms();
+        let mut audit = AuditEntry::new(
+            Some(organization_id),
+            &caller.token_id,
+            "certificate.revocation_requested",
+            Some(certificate_id),
+            now,
+        );
+        audit.details = format!("version {} reason {}", current.version, reason.as_str());
+        // Audit first: a revocation must never happen without its audit entry.
+        self.state
+            .store
+            .append_audit(audit)
+            .await
+            .map_err(|error| ApiError::store("audit revocation", error))?;
+        let job = Job::revoke(organization_id, certificate_id, reason.as_str());
+        self.state
+            .store
+            .outbox_insert(&[job.to_outbox(now)])
+            .await
+            .map_err(|error| ApiError::store("queue revocation", error))?;
+        self.state.relay.wake();
+        tracing::info!(
+            organization_id,
+            certificate_id,
+            reason = reason.as_str(),
+            "revocation requested"
+        );
+        Ok(certificate_to_proto(&certificate, Some(&current)))
+    }
+
+    pub(super) async fn delete(
+        &self,
+        caller: &Caller,
+        certificate_id: &str,
+    ) -> Result<(), ApiError> {
+        let organization_id = caller.organization_id.as_str();
+        let certificate = self.find(organization_id, certificate_id).await?;
+        let now = self.state.clock.now_ms();
+        let effects = Effects {
+            outbox: vec![
+                EventBuilder::new(
+                    EventType::Deleted,
+                    organization_id,
+                    certificate_id,
+                    certificate.name_list(),
+                    now,
+                )
+                .to_outbox(),
+            ],
+            audit: vec![AuditEntry::new(
+                Some(organization_id),
+                &caller.token_id,
+                "certificate.deleted",
+                Some(certificate_id),
+                now,
+            )],
+        };
+        self.state
+            .store
+            .delete_certificate(organization_id, certificate_id, now, effects)
+            .await
+            .map_err(|error| {
+                ApiError::from_store("delete certificate", &not_found(certificate_id), error)
+            })?;
+        self.state.relay.wake();
+        tracing::info!(organization_id, certificate_id, "certificate deleted");
+        Ok(())
+    }
+}
+
+/// The per-certificate renewal override; 0 means the default policy.
+fn renew_before_ms(seconds: i64) -> Result<Option<i64>, InputError> {
+    const FIELD: &str = "renew_before_expiry_seconds";
+    if seconds < 0 {
+        return Err(InputError::new(
+            FIELD,
+            seconds.to_string(),
+            "must not be negative",
+        ));
+    }
+    if seconds == 0 {
+        return Ok(None);
+    }
+    seconds
+        .checked_mul(1000)
+        .map(Some)
+        .ok_or_else(|| InputError::new(FIELD, seconds.to_string(), "is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::renew_before_ms;
+
+    #[test]
+    fn renew_before_is_checked() {
+        assert_eq!(renew_before_ms(0).ok(), Some(None));
+        assert_eq!(renew_before_ms(86_400).ok(), Some(Some(86_400_000)));
+        assert!(renew_before_ms(-1).is_err());
+        assert!(renew_before_ms(i64::MAX).is_err());
+    }
+}
