@@ -1,1 +1,418 @@
-//! end-to-end tests of certfleet over gRPC against a real Pebble
+//! Harness of the end-to-end tests: a real Pebble (from the test kit) and a
+//! certfleet, either embedded in the test process with a movable clock or as
+//! the `certfleet` binary, reached over gRPC only.
+
+#![expect(
+    clippy::unwrap_used,
+    reason = "test harness: a failure here is a test failure"
+)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use certfleet_cli::embedded::{self, Embedded, EmbeddedConfig};
+use certfleet_core::ManualClock;
+use certfleet_proto::v1::certificate_service_client::CertificateServiceClient;
+use certfleet_proto::v1::organization_service_client::OrganizationServiceClient;
+use certfleet_proto::v1::{
+    self as pb, Certificate, CertificateBundle, CreateApiTokenRequest, CreateCertificateRequest,
+    CreateOrganizationRequest, GetCertificateBundleRequest, GetCertificateRequest,
+};
+use certfleet_testkit::{Pebble, PebbleOptions};
+use tonic::metadata::MetadataValue;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+pub use certfleet_testkit;
+
+#[derive(Clone)]
+pub struct Bearer(MetadataValue<tonic::metadata::Ascii>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+pub type Certificates = CertificateServiceClient<InterceptedService<Channel, Bearer>>;
+pub type Organizations = OrganizationServiceClient<InterceptedService<Channel, Bearer>>;
+
+pub async fn channel(address: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{address}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+fn bearer(token: &str) -> Bearer {
+    Bearer(MetadataValue::try_from(format!("Bearer {token}")).unwrap())
+}
+
+pub async fn certificates(address: SocketAddr, token: &str) -> Certificates {
+    CertificateServiceClient::with_interceptor(channel(address).await, bearer(token))
+}
+
+pub async fn organizations(address: SocketAddr, token: &str) -> Organizations {
+    OrganizationServiceClient::with_interceptor(channel(address).await, bearer(token))
+}
+
+/// Creates an organization and returns (write token, bundle token).
+pub async fn organization(address: SocketAddr, admin_token: &str, slug: &str) -> (String, String) {
+    let mut admin = organizations(address, admin_token).await;
+    admin
+        .create_organization(CreateOrganizationRequest {
+            slug: slug.to_owned(),
+            name: format!("Organization {slug}"),
+            contact_email: format!("ops@{slug}.example.com"),
+        })
+        .await
+        .unwrap();
+    let token = |role: pb::Role| {
+        let mut admin = admin.clone();
+        let slug = slug.to_owned();
+        async move {
+            admin
+                .create_api_token(CreateApiTokenRequest {
+                    organization: slug,
+                    role: role as i32,
+                    description: String::new(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .token
+        }
+    };
+    (token(pb::Role::Write).await, token(pb::Role::Bundle).await)
+}
+
+/// Pebble plus an embedded certfleet with a clock the test can move.
+pub struct TestEnv {
+    pub pebble: Pebble,
+    pub embedded: Option<Embedded>,
+    pub clock: Arc<ManualClock>,
+    pub data_dir: tempfile::TempDir,
+    pub admin_token: String,
+    pub grpc: SocketAddr,
+}
+
+impl TestEnv {
+    pub async fn start(options: PebbleOptions) -> anyhow::Result<TestEnv> {
+        let pebble = Pebble::start(options).await?;
+        let data_dir = tempfile::tempdir()?;
+        let clock = ManualClock::new();
+        let config = embedded_config(&pebble, data_dir.path());
+        let embedded = embedded::start(config, clock.clone()).await?;
+        let admin_token = std::fs::read_to_string(&embedded.admin_token_path)?;
+        let grpc = embedded.grpc_addr;
+        Ok(TestEnv {
+            pebble,
+            embedded: Some(embedded),
+            clock,
+            data_dir,
+            admin_token,
+            grpc,
+        })
+    }
+
+    pub async fn organization(&self, slug: &str) -> (Certificates, Certificates) {
+        let (write, bundle) = organization(self.grpc, &self.admin_token, slug).await;
+        (
+            certificates(self.grpc, &write).await,
+            certificates(self.grpc, &bundle).await,
+        )
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(embedded) = self.embedded.take() {
+            embedded.shutdown().await;
+        }
+    }
+}
+
+/// Settings for a certfleet against this Pebble: the responder on the port
+/// Pebble validates HTTP-01 on, the self-check pointed there too.
+pub fn embedded_config(pebble: &Pebble, data_dir: &Path) -> EmbeddedConfig {
+    let http01 = SocketAddr::from(([127, 0, 0, 1], pebble.http01_port()));
+    EmbeddedConfig {
+        dev: true,
+        data_dir: data_dir.to_owned(),
+        database_url: None,
+        master_key_file: data_dir.join("master.key"),
+        master_key: None,
+        grpc_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        http01_listen: http01,
+        self_check_addr: Some(http01),
+        self_check: true,
+        self_check_timeout: Duration::from_secs(10),
+        ca_directory: pebble.directory_url(),
+        ca_root: Some(pebble.listener_ca_path()),
+        scheduler_interval: Duration::from_millis(300),
+        issuer_concurrency: 8,
+    }
+}
+
+/// A CreateCertificate request for HTTP-01 with the given key type.
+pub fn request(names: &[&str], key_type: pb::KeyType) -> CreateCertificateRequest {
+    CreateCertificateRequest {
+        names: names.iter().map(|name| (*name).to_owned()).collect(),
+        key_type: key_type as i32,
+        challenge_type: pb::ChallengeType::Http01 as i32,
+        auto_renew: Some(true),
+        renew_before_expiry_seconds: 0,
+    }
+}
+
+/// Polls until `done` holds for the certificate, or fails with its last state.
+pub async fn wait_for(
+    client: &mut Certificates,
+    id: &str,
+    limit: Duration,
+    done: impl Fn(&Certificate) -> bool,
+) -> anyhow::Result<Certificate> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let certificate = client
+            .get_certificate(GetCertificateRequest { id: id.to_owned() })
+            .await?
+            .into_inner();
+        if done(&certificate) {
+            return Ok(certificate);
+        }
+        if certificate.status == pb::CertificateStatus::Failed as i32 {
+            bail!("certificate failed: {}", certificate.last_error);
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("gave up waiting; last state: {certificate:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn is_valid(certificate: &Certificate) -> bool {
+    certificate.status == pb::CertificateStatus::Valid as i32
+}
+
+pub async fn bundle(client: &mut Certificates, id: &str) -> anyhow::Result<CertificateBundle> {
+    Ok(client
+        .get_certificate_bundle(GetCertificateBundleRequest { id: id.to_owned() })
+        .await?
+        .into_inner())
+}
+
+/// Verifies `bundle`'s chain up to `root_pem` with openssl; returns its output on failure.
+pub fn verify_chain(bundle: &CertificateBundle, root_pem: &str) -> anyhow::Result<()> {
+    let directory = tempfile::tempdir()?;
+    let write = |name: &str, contents: &str| -> anyhow::Result<PathBuf> {
+        let path = directory.path().join(name);
+        std::fs::write(&path, contents)?;
+        Ok(path)
+    };
+    let root = write("root.pem", root_pem)?;
+    let chain = write("chain.pem", &bundle.chain_pem)?;
+    let leaf = write("cert.pem", &bundle.certificate_pem)?;
+    let output = std::process::Command::new("openssl")
+        .arg("verify")
+        .arg("-CAfile")
+        .arg(&root)
+        .arg("-untrusted")
+        .arg(&chain)
+        .arg(&leaf)
+        .output()
+        .context("running openssl verify")?;
+    if !output.status.success() {
+        bail!(
+            "chain does not verify: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// What the leaf of a bundle says about itself.
+#[derive(Debug)]
+pub struct LeafFacts {
+    pub names: Vec<String>,
+    pub public_key_der: Vec<u8>,
+    pub key_algorithm: String,
+    pub serial: String,
+}
+
+pub fn leaf_facts(certificate_pem: &str) -> LeafFacts {
+    use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+    let (_, pem) = x509_parser::pem::parse_x509_pem(certificate_pem.as_bytes()).unwrap();
+    let (_, leaf) = X509Certificate::from_der(&pem.contents).unwrap();
+    let mut names = Vec::new();
+    if let Ok(Some(extension)) = leaf.subject_alternative_name() {
+        for name in &extension.value.general_names {
+            if let GeneralName::DNSName(dns) = name {
+                names.push((*dns).to_owned());
+            }
+        }
+    }
+    names.sort();
+    let spki = leaf.public_key();
+    let curve = spki
+        .algorithm
+        .parameters
+        .as_ref()
+        .and_then(|parameters| parameters.as_oid().ok())
+        .map(|oid| oid.to_id_string())
+        .unwrap_or_default();
+    let key_algorithm = match (
+        spki.algorithm.algorithm.to_id_string().as_str(),
+        curve.as_str(),
+    ) {
+        ("1.2.840.10045.2.1", "1.2.840.10045.3.1.7") => "ecdsa-p256".to_owned(),
+        ("1.2.840.10045.2.1", "1.3.132.0.34") => "ecdsa-p384".to_owned(),
+        ("1.2.840.113549.1.1.1", _) => match spki.parsed() {
+            Ok(x509_parser::public_key::PublicKey::RSA(rsa)) => format!("rsa-{}", rsa.key_size()),
+            _ => "rsa-?".to_owned(),
+        },
+        (other, _) => other.to_owned(),
+    };
+    LeafFacts {
+        names,
+        public_key_der: spki.raw.to_vec(),
+        key_algorithm,
+        serial: leaf
+            .raw_serial()
+            .iter()
+            .map(|byte| format!("{byte:02X}"))
+            .collect(),
+    }
+}
+
+/// The SubjectPublicKeyInfo of a PKCS#8 PEM private key.
+pub fn public_key_of(private_key_pem: &str) -> Vec<u8> {
+    let key = rcgen::KeyPair::from_pem(private_key_pem).unwrap();
+    rcgen::PublicKeyData::subject_public_key_info(&key)
+}
+
+/// The `certfleet` binary next to the test executable (built by the same
+/// `cargo nextest run --workspace`), or `CERTFLEET_BIN`.
+pub fn certfleet_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("CERTFLEET_BIN") {
+        return PathBuf::from(path);
+    }
+    let executable = std::env::current_exe().unwrap();
+    // target/debug/deps/e2e-… → target/debug/certfleet
+    let binary = executable
+        .parent()
+        .and_then(Path::parent)
+        .map(|directory| directory.join("certfleet"))
+        .unwrap();
+    assert!(
+        binary.exists(),
+        "{} is missing: build it with `cargo build -p certfleet`",
+        binary.display()
+    );
+    binary
+}
+
+impl TestEnv {
+    /// The certfleet clock now, in Unix milliseconds.
+    pub fn clock_now_ms(&self) -> i64 {
+        certfleet_core::Clock::now_ms(self.clock.as_ref())
+    }
+}
+
+/// `certfleet dev` as a separate process, logging to a file.
+pub struct DevProcess {
+    child: std::process::Child,
+    pub log_path: PathBuf,
+    pub grpc: SocketAddr,
+}
+
+impl DevProcess {
+    /// Starts the binary against `pebble` with the self-check pointed at
+    /// `self_check_addr`; returns once the gRPC port accepts connections.
+    pub async fn spawn(
+        pebble: &Pebble,
+        data_dir: &Path,
+        grpc: SocketAddr,
+        self_check_addr: SocketAddr,
+        log_name: &str,
+    ) -> anyhow::Result<DevProcess> {
+        let log_path = data_dir.with_file_name(log_name);
+        let log = std::fs::File::create(&log_path)?;
+        let child = std::process::Command::new(certfleet_binary())
+            .arg("dev")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--grpc-listen")
+            .arg(grpc.to_string())
+            .arg("--http01-listen")
+            .arg(format!("127.0.0.1:{}", pebble.http01_port()))
+            .arg("--http01-self-check-addr")
+            .arg(self_check_addr.to_string())
+            .arg("--http01-self-check-timeout")
+            .arg("120")
+            .arg("--ca-directory")
+            .arg(pebble.directory_url())
+            .arg("--ca-root")
+            .arg(pebble.listener_ca_path())
+            .arg("--scheduler-interval")
+            .arg("1")
+            .env("CERTFLEET_LOG", "debug")
+            .env_remove("CERTFLEET_MASTER_KEY")
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting certfleet dev")?;
+        let mut process = DevProcess {
+            child,
+            log_path,
+            grpc,
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(grpc).await.is_err() {
+            if let Some(status) = process.child.try_wait()? {
+                bail!("certfleet dev exited with {status}: {}", process.log());
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("certfleet dev did not listen on {grpc}: {}", process.log());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(process)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for DevProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -47,6 +47,29 @@ pub(crate) async fn timed<T>(
     }
 }
 
+/// Immediate repeats of a call whose nonce the CA rejected.
+pub(crate) const NONCE_RETRIES: u32 = 10;
+
+/// Runs a CA call with a time limit, repeating it at once when the CA rejected
+/// its nonce (each try fetches a fresh nonce). `$call` is evaluated per try.
+macro_rules! acme_call {
+    ($context:expr, $limit:expr, $call:expr) => {{
+        let mut rejected_nonces = 0u32;
+        loop {
+            match $crate::accounts::timed($context, $limit, $call).await {
+                Err(error)
+                    if error.problem_type() == Some("badNonce")
+                        && rejected_nonces < $crate::accounts::NONCE_RETRIES =>
+                {
+                    rejected_nonces += 1;
+                }
+                other => break other,
+            }
+        }
+    }};
+}
+pub(crate) use acme_call;
+
 impl AccountCache {
     pub fn new(
         store: Store,
@@ -108,13 +131,12 @@ impl AccountCache {
             terms_of_service_agreed: true,
             only_return_existing: false,
         };
-        let (account, credentials) = timed(
+        let (account, credentials) = acme_call!(
             "registering the ACME account",
             self.config.request_timeout,
             self.builder()?
-                .create(&new_account, directory_url.clone(), None),
-        )
-        .await?;
+                .create(&new_account, directory_url.clone(), None)
+        )?;
         let credentials_json = Zeroizing::new(
             serde_json::to_vec(&credentials)
                 .map_err(|error| AcmeError::Key(format!("account credentials: {error}")))?,
@@ -148,10 +170,11 @@ impl AccountCache {
         let credentials_json = self.vault.open(context, &stored.credentials_sealed).await?;
         let credentials: AccountCredentials = serde_json::from_slice(&credentials_json)
             .map_err(|error| AcmeError::Key(format!("stored account credentials: {error}")))?;
+        let builder = self.builder()?;
         timed(
             "loading the ACME account",
             self.config.request_timeout,
-            self.builder()?.from_credentials(credentials),
+            builder.from_credentials(credentials),
         )
         .await
     }

@@ -20,7 +20,7 @@ use instant_acme::{
 };
 use tokio::sync::{Semaphore, mpsc};
 
-use crate::accounts::timed;
+use crate::accounts::acme_call;
 use crate::certs::{csr_der, key_pem};
 use crate::selfcheck::SelfChecker;
 use crate::{AccountCache, AcmeConfig, AcmeError, generate_key, parse_chain};
@@ -28,7 +28,7 @@ use crate::{AccountCache, AcmeConfig, AcmeError, generate_key, parse_chain};
 /// How long a lease lasts without being extended.
 const LEASE: Duration = Duration::from_secs(60);
 /// Quick retries within one attempt for transient errors (bad nonce, dropped connection).
-const TRANSIENT_RETRIES: u32 = 5;
+const TRANSIENT_RETRIES: u32 = 10;
 
 /// Runs issuance and revocation jobs.
 #[derive(Clone)]
@@ -185,7 +185,7 @@ impl Issuer {
                 Err(error) if error.is_transient() && retries < TRANSIENT_RETRIES => {
                     retries += 1;
                     tracing::debug!(certificate_id = %certificate.id, %error, retries, "transient error; retrying");
-                    tokio::time::sleep(Duration::from_millis(50 << retries)).await;
+                    tokio::time::sleep(Duration::from_millis((50 << retries).min(1000))).await;
                     // Pick up the order URL saved by the failed try.
                     if let Some(fresh) = self
                         .store
@@ -212,7 +212,7 @@ impl Issuer {
         let account = self.accounts.get(&certificate.organization_id).await?;
         let timeout = self.config.request_timeout;
         if let Some(url) = &certificate.pending_order_url {
-            match timed("resuming the order", timeout, account.order(url.clone())).await {
+            match acme_call!("resuming the order", timeout, account.order(url.clone())) {
                 // A processing or valid order was finalized with a key this process
                 // no longer has: it cannot be finished, so a new order is needed.
                 Ok(mut order) => {
@@ -235,12 +235,11 @@ impl Issuer {
             .into_iter()
             .map(Identifier::Dns)
             .collect();
-        let order = timed(
+        let order = acme_call!(
             "placing the order",
             timeout,
-            account.new_order(&NewOrder::new(&identifiers)),
-        )
-        .await?;
+            account.new_order(&NewOrder::new(&identifiers))
+        )?;
         let status = if certificate.current_version_id.is_some() {
             "renewing"
         } else {
@@ -265,22 +264,12 @@ impl Issuer {
         if order.state().status == OrderStatus::Pending {
             self.answer_challenges(certificate, &mut order).await?;
         }
-        let status = match tokio::time::timeout(
+        let policy = self.retry_policy();
+        let status = acme_call!(
+            "waiting for validation",
             self.config.order_timeout,
-            order.poll_ready(&self.retry_policy()),
-        )
-        .await
-        {
-            Ok(result) => {
-                result.map_err(|error| AcmeError::problem("waiting for validation", error))?
-            }
-            Err(_) => {
-                return Err(AcmeError::Timeout {
-                    context: "waiting for validation",
-                    after: self.config.order_timeout,
-                });
-            }
-        };
+            order.poll_ready(&policy)
+        )?;
         if status == OrderStatus::Invalid {
             return Err(self.explain_invalid(&mut order).await);
         }
@@ -290,23 +279,12 @@ impl Issuer {
         let names = certificate.name_list();
         let csr = csr_der(&names, &key)?;
         let timeout = self.config.request_timeout;
-        timed("finalizing the order", timeout, order.finalize_csr(&csr)).await?;
-        let chain = match tokio::time::timeout(
+        acme_call!("finalizing the order", timeout, order.finalize_csr(&csr))?;
+        let chain = acme_call!(
+            "downloading the certificate",
             self.config.order_timeout,
-            order.poll_certificate(&self.retry_policy()),
-        )
-        .await
-        {
-            Ok(result) => {
-                result.map_err(|error| AcmeError::problem("downloading the certificate", error))?
-            }
-            Err(_) => {
-                return Err(AcmeError::Timeout {
-                    context: "downloading the certificate",
-                    after: self.config.order_timeout,
-                });
-            }
-        };
+            order.poll_certificate(&policy)
+        )?;
         let parsed = parse_chain(&chain)?;
         if parsed.public_key_der != rcgen::PublicKeyData::subject_public_key_info(&key) {
             return Err(AcmeError::BadCertificate(
@@ -387,7 +365,7 @@ impl Issuer {
             self.self_check
                 .check(&name, &challenge.token, key_authorization.as_str())
                 .await?;
-            timed("answering the challenge", timeout, challenge.set_ready()).await?;
+            acme_call!("answering the challenge", timeout, challenge.set_ready())?;
         }
         Ok(())
     }
@@ -574,13 +552,11 @@ impl Issuer {
         };
         let mut tries = 0;
         loop {
-            match timed(
+            match acme_call!(
                 "revoking the certificate",
                 self.config.request_timeout,
-                account.revoke(&request),
-            )
-            .await
-            {
+                account.revoke(&request)
+            ) {
                 Ok(()) => break,
                 Err(error) if error.problem_type() == Some("alreadyRevoked") => break,
                 Err(error) if error.is_transient() && tries < TRANSIENT_RETRIES => {

@@ -1,0 +1,11 @@
+//! End-to-end tests: certfleet against a real Pebble, over gRPC only.
+
+#![expect(clippy::unwrap_used, reason = "tests")]
+
+mod binary;
+mod crash;
+mod grpcurl;
+mod issuance;
+mod lifecycle;
+mod secrets;
+mod tenancy;

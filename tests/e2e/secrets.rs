@@ -1,0 +1,188 @@
+//! After a full run (issue, renew, download, revoke, delete), no private key is
+//! in plaintext in the database files, the logs or the event stream.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use certfleet_e2e::certfleet_testkit::{Pebble, PebbleOptions, free_port};
+use certfleet_e2e::{DevProcess, bundle, is_valid, organization, request, wait_for};
+use certfleet_proto::v1::{
+    self as pb, DeleteCertificateRequest, RenewCertificateRequest, RevokeCertificateRequest,
+    WatchCertificatesRequest,
+};
+use tokio_stream::StreamExt as _;
+
+/// Byte strings that would show a private key: each PEM body line, the whole
+/// body, and the DER itself.
+fn needles(private_key_pem: &str) -> Vec<Vec<u8>> {
+    let lines: Vec<&str> = private_key_pem
+        .lines()
+        .filter(|line| !line.starts_with("-----"))
+        .collect();
+    let body = lines.concat();
+    let (_, der) = x509_parser::pem::parse_x509_pem(private_key_pem.as_bytes()).unwrap();
+    let mut needles: Vec<Vec<u8>> = lines
+        .iter()
+        .filter(|line| line.len() >= 40)
+        .map(|line| line.as_bytes().to_vec())
+        .collect();
+    needles.push(body.into_bytes());
+    needles.push(der.contents);
+    needles
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_private_key_in_plaintext_anywhere() {
+    let pebble = Pebble::start(PebbleOptions::default()).await.unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let data_dir = root.path().join("data");
+    let grpc = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let http01 = SocketAddr::from(([127, 0, 0, 1], pebble.http01_port()));
+    let mut process = DevProcess::spawn(&pebble, &data_dir, grpc, http01, "certfleet.log")
+        .await
+        .unwrap();
+    let admin = std::fs::read_to_string(data_dir.join("admin-token")).unwrap();
+    let (write, bundle_token) = organization(grpc, &admin, "secrets").await;
+    let mut client = certfleet_e2e::certificates(grpc, &write).await;
+    let mut bundle_client = certfleet_e2e::certificates(grpc, &bundle_token).await;
+
+    // Record every event the organization's watchers see.
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let mut stream = client
+        .watch_certificates(WatchCertificatesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let recorded = events.clone();
+    let watcher = tokio::spawn(async move {
+        while let Some(Ok(event)) = stream.next().await {
+            recorded.lock().unwrap().push(event);
+        }
+    });
+
+    let mut keys = Vec::new();
+    let mut ids = Vec::new();
+    for (name, key_type) in [
+        ("one.secrets.test", pb::KeyType::EcdsaP256),
+        ("two.secrets.test", pb::KeyType::Rsa2048),
+    ] {
+        let created = client
+            .create_certificate(request(&[name], key_type))
+            .await
+            .unwrap()
+            .into_inner();
+        wait_for(&mut client, &created.id, Duration::from_secs(60), is_valid)
+            .await
+            .unwrap();
+        keys.push(
+            bundle(&mut bundle_client, &created.id)
+                .await
+                .unwrap()
+                .private_key_pem,
+        );
+        ids.push(created.id);
+    }
+    client
+        .renew_certificate(RenewCertificateRequest { id: ids[0].clone() })
+        .await
+        .unwrap();
+    wait_for(
+        &mut client,
+        &ids[0],
+        Duration::from_secs(60),
+        |certificate| {
+            is_valid(certificate)
+                && certificate
+                    .current
+                    .as_ref()
+                    .is_some_and(|version| version.version == 2)
+        },
+    )
+    .await
+    .unwrap();
+    keys.push(
+        bundle(&mut bundle_client, &ids[0])
+            .await
+            .unwrap()
+            .private_key_pem,
+    );
+    client
+        .revoke_certificate(RevokeCertificateRequest {
+            id: ids[1].clone(),
+            reason: pb::RevocationReason::Superseded as i32,
+        })
+        .await
+        .unwrap();
+    wait_for(
+        &mut client,
+        &ids[1],
+        Duration::from_secs(30),
+        |certificate| certificate.status == pb::CertificateStatus::Revoked as i32,
+    )
+    .await
+    .unwrap();
+    client
+        .delete_certificate(DeleteCertificateRequest { id: ids[0].clone() })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(process.terminate().success(), "{}", process.log());
+    watcher.abort();
+
+    let events = events.lock().unwrap().clone();
+    let kinds: Vec<i32> = events.iter().map(|event| event.r#type).collect();
+    for expected in [
+        pb::EventType::Requested,
+        pb::EventType::Issued,
+        pb::EventType::Renewed,
+        pb::EventType::Revoked,
+        pb::EventType::Deleted,
+    ] {
+        assert!(
+            kinds.contains(&(expected as i32)),
+            "no {expected:?} event in {events:?}"
+        );
+    }
+    let mut places: Vec<(String, Vec<u8>)> = vec![
+        ("events".to_owned(), format!("{events:?}").into_bytes()),
+        ("log".to_owned(), std::fs::read(&process.log_path).unwrap()),
+    ];
+    assert!(
+        places[1].1.len() > 1000,
+        "the debug log should not be empty"
+    );
+    for entry in std::fs::read_dir(&data_dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with("certfleet.db") {
+            places.push((name, std::fs::read(&path).unwrap()));
+        }
+    }
+    assert!(places.iter().any(|(name, _)| name == "certfleet.db"));
+    assert_eq!(keys.len(), 3);
+    for (place, contents) in &places {
+        assert!(
+            !contains(contents, b"PRIVATE KEY"),
+            "a PEM private key in {place}"
+        );
+        assert!(
+            !contains(contents, b"key_pkcs8"),
+            "ACME account credentials in {place}"
+        );
+        for key in &keys {
+            for needle in needles(key) {
+                assert!(
+                    !contains(contents, &needle),
+                    "private key material in {place}"
+                );
+            }
+        }
+    }
+}
