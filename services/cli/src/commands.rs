@@ -24,16 +24,15 @@ use crate::client::{self, Certificates, status_error};
 use crate::output;
 
 pub(crate) async fn migrate(args: MigrateArgs) -> anyhow::Result<ExitCode> {
-    if !args.database_url.contains("://") {
-        if let Some(parent) = Path::new(&args.database_url).parent() {
-            if !parent.as_os_str().is_empty() {
-                std::fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o700)
-                    .create(parent)
-                    .with_context(|| format!("creating {}", parent.display()))?;
-            }
-        }
+    let parent = Path::new(&args.database_url).parent();
+    if let Some(parent) = parent.filter(|parent| {
+        !args.database_url.contains("://") && !parent.as_os_str().is_empty()
+    }) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
     }
     let store = Store::connect(&args.database_url).await?;
     let applied = store.migrate().await?;
