@@ -7,7 +7,9 @@
 # in ${CERTFLEET_DEMO_DIR:-./certfleet-demo}, creates the organization "demo"
 # and a write token, requests a certificate for demo.certfleet.test and
 # www.demo.certfleet.test, waits for it and lists certificates. Stops
-# certfleet and Pebble on exit; the data directory is kept.
+# certfleet and Pebble on exit; the data directory is kept for a look until
+# the next run, which starts afresh (each run has a new Pebble, whose earlier
+# certificates and accounts no longer exist).
 # CERTFLEET_DEMO_BIN=PATH uses that certfleet binary instead of building one.
 set -euo pipefail
 
@@ -51,6 +53,7 @@ else
     certfleet=$target_dir/debug/certfleet
 fi
 
+rm -rf "$data_dir"
 log "starting pebble"
 bash deploy/local/pebble.sh start "$pebble_dir" >/dev/null
 set -a

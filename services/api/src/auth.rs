@@ -184,6 +184,18 @@ impl Authenticator {
             tracing::error!(token_id = %token.id, role = %token.role, "api token has an unknown role");
             return Err(ApiError::Unauthenticated);
         };
+        // A removed organization's tokens stop working with it.
+        if let Some(organization_id) = &token.organization_id {
+            let organization = self
+                .store
+                .find_organization(organization_id)
+                .await
+                .map_err(|error| ApiError::store("find token organization", error))?;
+            if organization.is_none() {
+                tracing::debug!(token_id = %token.id, %organization_id, "token of a deleted organization");
+                return Err(ApiError::Unauthenticated);
+            }
+        }
         self.touch(&token.id);
         Ok(Principal {
             token_id: token.id,
@@ -278,5 +290,63 @@ mod tests {
         };
         assert!(admin.platform_admin().is_ok());
         assert!(admin.organization(Role::Read).is_err());
+    }
+
+    /// A store with one live and one soft-deleted organization, a read token
+    /// for each, and an admin token.
+    async fn store_with_tokens() -> (tempfile::TempDir, Store, [String; 3]) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::connect(dir.path().join("certfleet.db").to_str().unwrap())
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        let mut bearers = Vec::new();
+        for (slug, deleted_at) in [("live", None), ("gone", Some(2))] {
+            let organization = certfleet_store::Organization {
+                id: new_id(),
+                slug: slug.to_owned(),
+                name: slug.to_owned(),
+                contact_email: format!("ops@{slug}.example.com"),
+                created_at: 1,
+                deleted_at,
+            };
+            let audit = AuditEntry::new(None, "test", "organization.created", None, 1);
+            let organization = store
+                .create_organization(organization, audit)
+                .await
+                .unwrap();
+            let token = new_token(Some(&organization.id), Role::Read, "", 1);
+            let audit = AuditEntry::new(None, "test", "api_token.created", None, 1);
+            store.insert_api_token(token.row, audit).await.unwrap();
+            bearers.push(token.bearer);
+        }
+        let admin = create_admin_token(&store, &certfleet_core::SystemClock, "test")
+            .await
+            .unwrap();
+        bearers.push(admin);
+        (dir, store, bearers.try_into().unwrap())
+    }
+
+    fn metadata(bearer: &str) -> MetadataMap {
+        let mut metadata = MetadataMap::new();
+        metadata.insert("authorization", format!("Bearer {bearer}").parse().unwrap());
+        metadata
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn tokens_of_a_deleted_organization_do_not_authenticate() {
+        let (_dir, store, [live, gone, admin]) = store_with_tokens().await;
+        let authenticator = Authenticator::new(store, Arc::new(certfleet_core::SystemClock));
+        let principal = authenticator.authenticate(&metadata(&live)).await.unwrap();
+        assert_eq!(principal.role, Role::Read);
+        assert!(principal.organization_id.is_some());
+        assert!(matches!(
+            authenticator.authenticate(&metadata(&gone)).await,
+            Err(ApiError::Unauthenticated)
+        ));
+        // Platform tokens belong to no organization and are unaffected.
+        let principal = authenticator.authenticate(&metadata(&admin)).await.unwrap();
+        assert_eq!(principal.role, Role::Admin);
+        assert_eq!(principal.organization_id, None);
     }
 }

@@ -25,9 +25,9 @@ use crate::output;
 
 pub(crate) async fn migrate(args: MigrateArgs) -> anyhow::Result<ExitCode> {
     let parent = Path::new(&args.database_url).parent();
-    if let Some(parent) = parent.filter(|parent| {
-        !args.database_url.contains("://") && !parent.as_os_str().is_empty()
-    }) {
+    if let Some(parent) =
+        parent.filter(|parent| !args.database_url.contains("://") && !parent.as_os_str().is_empty())
+    {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)

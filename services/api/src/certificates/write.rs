@@ -167,16 +167,17 @@ impl CertificateApi {
             now,
         );
         audit.details = format!("version {} reason {}", current.version, reason.as_str());
-        // Audit first: a revocation must never happen without its audit entry.
+        // The job and its audit entry commit together: no revocation without
+        // its audit entry, no audit entry for a revocation never queued.
+        let effects = Effects {
+            outbox: vec![
+                Job::revoke(organization_id, certificate_id, reason.as_str()).to_outbox(now),
+            ],
+            audit: vec![audit],
+        };
         self.state
             .store
-            .append_audit(audit)
-            .await
-            .map_err(|error| ApiError::store("audit revocation", error))?;
-        let job = Job::revoke(organization_id, certificate_id, reason.as_str());
-        self.state
-            .store
-            .outbox_insert(&[job.to_outbox(now)])
+            .write_effects(effects)
             .await
             .map_err(|error| ApiError::store("queue revocation", error))?;
         self.state.relay.wake();

@@ -97,9 +97,15 @@ impl AccountCache {
         Ok(account)
     }
 
-    /// Forgets a cached account (e.g. the CA no longer knows it).
-    pub async fn forget(&self, organization_id: &str) {
+    /// Drops the organization's account everywhere, because the CA no longer
+    /// knows it (a CA reset its data); the next call registers a new one.
+    pub async fn reset(&self, organization_id: &str) -> Result<(), AcmeError> {
         self.accounts.lock().await.remove(organization_id);
+        self.store
+            .delete_acme_account(organization_id, &self.config.directory_url)
+            .await?;
+        tracing::warn!(organization_id, directory = %self.config.directory_url, "the CA does not know the stored ACME account; registering a new one");
+        Ok(())
     }
 
     fn builder(&self) -> Result<AccountBuilder, AcmeError> {

@@ -182,6 +182,12 @@ impl Issuer {
         loop {
             match self.run_order(&certificate).await {
                 Ok(issued) => return Ok(issued),
+                Err(error)
+                    if error.problem_type() == Some("accountDoesNotExist") && retries == 0 =>
+                {
+                    retries += 1;
+                    self.accounts.reset(&certificate.organization_id).await?;
+                }
                 Err(error) if error.is_transient() && retries < TRANSIENT_RETRIES => {
                     retries += 1;
                     tracing::debug!(certificate_id = %certificate.id, %error, retries, "transient error; retrying");
@@ -260,9 +266,15 @@ impl Issuer {
     }
 
     async fn run_order(&self, certificate: &Certificate) -> Result<Issued, AcmeError> {
+        let started = std::time::Instant::now();
+        let phase = |name: &'static str| {
+            tracing::debug!(certificate_id = %certificate.id, phase = name, elapsed_ms = started.elapsed().as_millis() as u64, "issuance progress");
+        };
         let mut order = self.open_order(certificate).await?;
+        phase("order open");
         if order.state().status == OrderStatus::Pending {
             self.answer_challenges(certificate, &mut order).await?;
+            phase("challenges answered");
         }
         let policy = self.retry_policy();
         let status = acme_call!(
@@ -270,6 +282,7 @@ impl Issuer {
             self.config.order_timeout,
             order.poll_ready(&policy)
         )?;
+        phase("order ready");
         if status == OrderStatus::Invalid {
             return Err(self.explain_invalid(&mut order).await);
         }
@@ -279,12 +292,19 @@ impl Issuer {
         let names = certificate.name_list();
         let csr = csr_der(&names, &key)?;
         let timeout = self.config.request_timeout;
+        phase("key generated");
         acme_call!("finalizing the order", timeout, order.finalize_csr(&csr))?;
-        let chain = acme_call!(
-            "downloading the certificate",
-            self.config.order_timeout,
-            order.poll_certificate(&policy)
-        )?;
+        phase("finalized");
+        // A fast CA has the certificate ready by now: fetch it without the first poll delay.
+        let chain = match acme_call!("downloading the certificate", timeout, order.certificate())? {
+            Some(chain) => chain,
+            None => acme_call!(
+                "downloading the certificate",
+                self.config.order_timeout,
+                order.poll_certificate(&policy)
+            )?,
+        };
+        phase("certificate downloaded");
         let parsed = parse_chain(&chain)?;
         if parsed.public_key_der != rcgen::PublicKeyData::subject_public_key_info(&key) {
             return Err(AcmeError::BadCertificate(

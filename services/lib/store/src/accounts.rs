@@ -46,3 +46,23 @@ impl Store {
             .ok_or(StoreError::NotFound)
     }
 }
+
+impl Store {
+    /// Forgets the organization's account at a CA (the CA no longer knows it);
+    /// the next order registers a new one.
+    pub async fn delete_acme_account(
+        &self,
+        organization_id: &str,
+        directory_url: &str,
+    ) -> Result<usize, StoreError> {
+        with_conn!(self, |conn| {
+            Ok(diesel::delete(
+                acme_accounts::table
+                    .filter(acme_accounts::organization_id.eq(organization_id))
+                    .filter(acme_accounts::directory_url.eq(directory_url)),
+            )
+            .execute(conn)
+            .await?)
+        })
+    }
+}

@@ -5,8 +5,8 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
 use crate::models::{Certificate, CertificateVersion, Effects};
-use crate::schema::{audit_log, certificate_versions, certificates, outbox};
-use crate::{Store, StoreError, transaction, with_conn};
+use crate::schema::{certificate_versions, certificates};
+use crate::{Store, StoreError, transaction, with_conn, write_effects};
 
 /// Statuses in which work (an order) is outstanding.
 const IN_FLIGHT: [&str; 3] = ["pending", "issuing", "renewing"];
@@ -41,26 +41,6 @@ pub struct NewCertificateVersion {
     pub key_sealed: Vec<u8>,
     pub key_type: String,
     pub order_url: String,
-}
-
-/// Writes the outbox messages and audit entries of `$effects` on `$conn`.
-macro_rules! write_effects {
-    ($conn:ident, $effects:expr) => {{
-        let effects: &Effects = &$effects;
-        // One statement per row: SQLite has no multi-row insert with NULL defaults in diesel.
-        for message in &effects.outbox {
-            diesel::insert_into(outbox::table)
-                .values(message)
-                .execute($conn)
-                .await?;
-        }
-        for entry in &effects.audit {
-            diesel::insert_into(audit_log::table)
-                .values(entry)
-                .execute($conn)
-                .await?;
-        }
-    }};
 }
 
 impl Store {
@@ -153,7 +133,9 @@ impl Store {
                 query = query.filter(certificates::status.eq(status.clone()));
             }
             if let Some(text) = &filter.name_contains {
-                let pattern = format!("%{}%", escape_like(text));
+                // Names are stored lower-case; lowering the search makes it case-insensitive
+                // on PostgreSQL too (SQLite's LIKE already is, for ASCII).
+                let pattern = format!("%{}%", escape_like(&text.to_lowercase()));
                 query = query.filter(certificates::names.like(pattern).escape('\\'));
             }
             if let Some(before) = filter.expiring_before_ms {
@@ -415,6 +397,7 @@ impl Store {
     }
 
     /// Stores an issued certificate as the next version and makes it current.
+    #[expect(clippy::too_many_arguments, reason = "one atomic state change")]
     pub async fn record_issued(
         &self,
         organization_id: &str,
@@ -664,7 +647,7 @@ impl Store {
 
     /// Re-queues due work: pushes `next_attempt_at` to `retry_at_ms` (so the job
     /// is not queued again on every pass) and writes the job. False when the
-    /// certificate is no longer due.
+    /// certificate is no longer due (the conditions of [`Store::due_attempts`]).
     pub async fn requeue_attempt(
         &self,
         organization_id: &str,
@@ -678,6 +661,7 @@ impl Store {
                 .filter(certificates::organization_id.eq(organization_id))
                 .filter(certificates::next_attempt_at.le(now_ms))
                 .filter(certificates::deleted_at.is_null())
+                .filter(certificates::status.eq_any(IN_FLIGHT))
                 .filter(
                     certificates::lease_until
                         .is_null()

@@ -124,7 +124,30 @@ macro_rules! transaction {
         })
     };
 }
-pub(crate) use {transaction, with_conn};
+/// Writes the outbox messages and audit entries of `$effects` (an [`Effects`])
+/// on `$conn`, inside the caller's [`transaction!`], so the side effects commit
+/// or roll back with the state change.
+macro_rules! write_effects {
+    ($conn:ident, $effects:expr) => {{
+        let effects: &$crate::models::Effects = &$effects;
+        // One statement per row: SQLite has no multi-row insert with NULL defaults in diesel.
+        for message in &effects.outbox {
+            diesel_async::RunQueryDsl::execute(
+                diesel::insert_into($crate::schema::outbox::table).values(message),
+                $conn,
+            )
+            .await?;
+        }
+        for entry in &effects.audit {
+            diesel_async::RunQueryDsl::execute(
+                diesel::insert_into($crate::schema::audit_log::table).values(entry),
+                $conn,
+            )
+            .await?;
+        }
+    }};
+}
+pub(crate) use {transaction, with_conn, write_effects};
 
 impl Store {
     /// Connects to `postgres://…` or `sqlite://PATH` (a bare path is SQLite too).

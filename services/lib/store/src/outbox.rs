@@ -4,9 +4,9 @@
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
-use crate::models::OutboxMessage;
+use crate::models::{Effects, OutboxMessage};
 use crate::schema::outbox;
-use crate::{Store, StoreError, with_conn};
+use crate::{Store, StoreError, transaction, with_conn, write_effects};
 
 impl Store {
     /// The oldest unpublished messages.
@@ -35,13 +35,23 @@ impl Store {
 
     /// Writes messages that accompany no state change (e.g. a scheduler nudge).
     pub async fn outbox_insert(&self, messages: &[OutboxMessage]) -> Result<(), StoreError> {
-        crate::transaction!(self, |conn| {
+        transaction!(self, |conn| {
             for message in messages {
                 diesel::insert_into(outbox::table)
                     .values(message)
                     .execute(conn)
                     .await?;
             }
+            Ok(())
+        })
+    }
+
+    /// Writes outbox messages and audit entries together, in one transaction,
+    /// for a request that changes no row of its own yet (e.g. a revocation:
+    /// its job and its audit entry). Either both are written or neither.
+    pub async fn write_effects(&self, effects: Effects) -> Result<(), StoreError> {
+        transaction!(self, |conn| {
+            write_effects!(conn, effects);
             Ok(())
         })
     }
