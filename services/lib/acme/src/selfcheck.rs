@@ -40,6 +40,7 @@ impl SelfChecker {
     pub(crate) fn new(config: SelfCheckConfig) -> SelfChecker {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        connector.set_nodelay(true);
         let client = Client::builder(TokioExecutor::new()).build(connector);
         SelfChecker { config, client }
     }
