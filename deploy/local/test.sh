@@ -16,6 +16,11 @@ if [[ -z ${CARGO_TARGET_DIR:-} && ${CI:-} == true ]]; then
 fi
 
 bash deploy/local/install-deps.sh
+if ! cargo nextest --version >/dev/null 2>&1; then
+    cargo install cargo-nextest --locked
+fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+# The end-to-end tests run the `certfleet` binary itself (crash and restart).
+cargo build -p certfleet
 cargo nextest run --workspace --no-fail-fast "$@"

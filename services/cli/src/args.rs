@@ -26,6 +26,10 @@ pub struct Cli {
         default_value = "text"
     )]
     pub log_format: LogFormat,
+    /// Log filter of `dev` and `server`: a level (`debug`) or per-module
+    /// directives (`info,certfleet_acme=debug`).
+    #[arg(long, global = true, env = "CERTFLEET_LOG", default_value = "info")]
+    pub log: String,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -101,7 +105,12 @@ pub struct ServerArgs {
     #[arg(long, env = "CERTFLEET_HTTP01_SELF_CHECK_ADDR")]
     pub http01_self_check_addr: Option<SocketAddr>,
     /// Skip the self-check of challenge URLs before the CA is asked to validate.
-    #[arg(long, env = "CERTFLEET_HTTP01_NO_SELF_CHECK")]
+    #[arg(
+        long,
+        env = "CERTFLEET_HTTP01_NO_SELF_CHECK",
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     pub http01_no_self_check: bool,
     /// Seconds the self-check keeps trying before the attempt fails (and is retried later).
     #[arg(
@@ -217,10 +226,15 @@ pub enum TokenCommand {
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum KeyTypeArg {
+    #[value(name = "ecdsa-p256")]
     EcdsaP256,
+    #[value(name = "ecdsa-p384")]
     EcdsaP384,
+    #[value(name = "rsa-2048")]
     Rsa2048,
+    #[value(name = "rsa-3072")]
     Rsa3072,
+    #[value(name = "rsa-4096")]
     Rsa4096,
 }
 
@@ -258,7 +272,8 @@ pub enum CertCommand {
         /// Renew at least this many days before expiry.
         #[arg(long)]
         renew_before_days: Option<u32>,
-        /// Show progress until the certificate is valid or failed.
+        /// Show progress until the certificate is valid (exit 0) or failed
+        /// (exit 1); exit 3 when --timeout passes first.
         #[arg(long)]
         wait: bool,
         /// Seconds to wait with --wait.
@@ -301,7 +316,8 @@ pub enum CertCommand {
     },
     /// Stop managing a certificate (it is not revoked).
     Delete { id: String },
-    /// Write cert.pem, chain.pem, fullchain.pem and privkey.pem (mode 0600) into a folder.
+    /// Write cert.pem, chain.pem and fullchain.pem (mode 0644) and privkey.pem
+    /// (mode 0600) of the current version into a folder (created 0700).
     Download {
         id: String,
         #[arg(long)]

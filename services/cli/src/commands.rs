@@ -385,7 +385,8 @@ enum Goal {
 }
 
 /// Prints the result, or with a watch stream follows the certificate until the
-/// goal is reached (exit 0), it failed for good (exit 1) or time ran out (exit 2).
+/// goal is reached (exit 0), it failed for good (exit 1) or time ran out (exit 3;
+/// clap uses 2 for usage errors).
 async fn finish(
     args: &ClientArgs,
     certificates: &mut Certificates,
@@ -432,7 +433,7 @@ async fn finish(
             () = tokio::time::sleep_until(deadline) => {
                 print_certificate(args.output, &current);
                 eprintln!("error: gave up waiting after {timeout} s; certificate {id} is {}", output::status_name(current.status));
-                return Ok(ExitCode::from(2));
+                return Ok(ExitCode::from(3));
             }
         }
         current = certificates
@@ -495,11 +496,16 @@ fn progress_line(certificate: &Certificate) -> String {
     );
     if !certificate.last_error.is_empty() {
         line.push_str(&format!(
-            " (attempt {} failed: {}; next try {})",
-            certificate.attempts,
-            certificate.last_error,
-            output::timestamp(certificate.next_attempt_at)
+            " (attempt {} failed: {}",
+            certificate.attempts, certificate.last_error
         ));
+        if certificate.next_attempt_at != 0 {
+            line.push_str(&format!(
+                "; next try {}",
+                output::timestamp(certificate.next_attempt_at)
+            ));
+        }
+        line.push(')');
     }
     line
 }

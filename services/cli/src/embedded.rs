@@ -70,12 +70,25 @@ pub async fn start(config: EmbeddedConfig, clock: Arc<dyn Clock>) -> anyhow::Res
             .to_string_lossy()
             .into_owned()
     });
+    let key_missing = config.master_key.is_none() && !config.master_key_file.exists();
+    if key_missing && !config.dev {
+        bail!(
+            "no master key at {}: set CERTFLEET_MASTER_KEY or CERTFLEET_MASTER_KEY_FILE, or create one with `certfleet dev` (it writes <data-dir>/master.key)",
+            config.master_key_file.display()
+        );
+    }
     let store = Store::connect(&database_url)
         .await
         .context("opening the database")?;
     let applied = store.migrate().await.context("migrating the database")?;
     if !applied.is_empty() {
         tracing::info!(?applied, "database migrated");
+    }
+    if key_missing && store.has_organizations().await? {
+        bail!(
+            "the master key {} is missing but the database already holds keys sealed with it: restore the file (or set CERTFLEET_MASTER_KEY); a new key could not open them",
+            config.master_key_file.display()
+        );
     }
     let vault = Vault::new(Arc::new(load_master_key(&config).await?));
 
@@ -203,8 +216,12 @@ impl Embedded {
 }
 
 /// `certfleet dev|server`: starts, prints where it listens, runs until SIGINT/SIGTERM.
-pub async fn run_cli(config: EmbeddedConfig, log_format: LogFormat) -> anyhow::Result<ExitCode> {
-    init_tracing(log_format);
+pub async fn run_cli(
+    config: EmbeddedConfig,
+    log_format: LogFormat,
+    log_filter: &str,
+) -> anyhow::Result<ExitCode> {
+    init_tracing(log_format, log_filter)?;
     let embedded = start(config, Arc::new(SystemClock)).await?;
     println!("certfleet is running");
     println!("  gRPC API:           http://{}", embedded.grpc_addr);
@@ -236,16 +253,18 @@ async fn wait_for_signal() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CERTFLEET_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+fn init_tracing(format: LogFormat, filter: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .with_context(|| format!("invalid log filter {filter:?} (CERTFLEET_LOG)"))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
+    // Already set (e.g. tests that embed certfleet): keep the existing one.
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+    Ok(())
 }
 
 async fn load_master_key(config: &EmbeddedConfig) -> anyhow::Result<LocalMasterKey> {
@@ -261,12 +280,6 @@ async fn load_master_key(config: &EmbeddedConfig) -> anyhow::Result<LocalMasterK
             tracing::warn!(path = %path.display(), "generated a new master key: back it up; without it no stored private key can be read");
         }
         return Ok(key);
-    }
-    if !path.exists() {
-        bail!(
-            "no master key at {}: set CERTFLEET_MASTER_KEY or CERTFLEET_MASTER_KEY_FILE, or create one with `certfleet dev` (it writes <data-dir>/master.key)",
-            path.display()
-        );
     }
     LocalMasterKey::load_file(path)
         .await

@@ -14,9 +14,11 @@ pub use args::{Cli, Command, ServerArgs};
 /// Runs a parsed command line; the exit code says how it went.
 pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
-        Command::Dev(server) => embedded::run_cli(server.into_config(true), cli.log_format).await,
+        Command::Dev(server) => {
+            embedded::run_cli(server.into_config(true), cli.log_format, &cli.log).await
+        }
         Command::Server(server) => {
-            embedded::run_cli(server.into_config(false), cli.log_format).await
+            embedded::run_cli(server.into_config(false), cli.log_format, &cli.log).await
         }
         Command::Migrate(migrate) => commands::migrate(migrate).await,
         Command::Org(org) => commands::org(&cli.client, org).await,

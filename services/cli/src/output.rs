@@ -112,8 +112,17 @@ pub(crate) fn certificate_details(certificate: &Certificate) -> String {
             lines.push(format!("revoked at:  {}", timestamp(version.revoked_at)));
         }
     }
-    if certificate.renew_at != 0 {
+    if certificate.renew_at != 0 && certificate.auto_renew {
         lines.push(format!("renews at:   {}", timestamp(certificate.renew_at)));
+    }
+    if certificate.attempts != 0 {
+        lines.push(format!("attempts:    {}", certificate.attempts));
+    }
+    if certificate.next_attempt_at != 0 {
+        lines.push(format!(
+            "next try:    {}",
+            timestamp(certificate.next_attempt_at)
+        ));
     }
     if !certificate.last_error.is_empty() {
         lines.push(format!("last error:  {}", certificate.last_error));

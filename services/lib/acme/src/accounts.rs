@@ -46,7 +46,7 @@ pub(crate) async fn timed<T>(
     call: impl Future<Output = Result<T, instant_acme::Error>>,
 ) -> Result<T, AcmeError> {
     match tokio::time::timeout(limit, call).await {
-        Ok(result) => result.map_err(|error| AcmeError::problem(context, error)),
+        Ok(result) => result.map_err(|error| AcmeError::problem(context, limit, error)),
         Err(_) => Err(AcmeError::Timeout {
             context,
             after: limit,

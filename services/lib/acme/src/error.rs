@@ -65,12 +65,16 @@ const FINAL_PROBLEMS: [&str; 14] = [
 ];
 
 impl AcmeError {
-    pub(crate) fn problem(context: &'static str, error: instant_acme::Error) -> AcmeError {
+    pub(crate) fn problem(
+        context: &'static str,
+        limit: Duration,
+        error: instant_acme::Error,
+    ) -> AcmeError {
         match error {
             instant_acme::Error::Api(problem) => AcmeError::Problem { context, problem },
             instant_acme::Error::Timeout(_) => AcmeError::Timeout {
                 context,
-                after: Duration::ZERO,
+                after: limit,
             },
             other => AcmeError::Connection {
                 context,
@@ -122,8 +126,20 @@ impl AcmeError {
         )
     }
 
-    /// The order this error was about is unusable and must not be resumed.
-    pub fn order_is_dead(&self) -> bool {
+    /// Whether this failure ends the work after `attempts` failed attempts.
+    /// Validation failures (the CA could not reach or read the challenge) are
+    /// often a routing or DNS change still in progress: they get a few
+    /// attempts with back-off before they count as final.
+    pub fn is_final_after(&self, attempts: u32) -> bool {
+        const VALIDATION_ATTEMPTS: u32 = 3;
+        let validation = matches!(self, AcmeError::AuthorizationFailed { .. })
+            || matches!(
+                self.problem_type(),
+                Some("unauthorized" | "incorrectResponse" | "dns" | "connection")
+            );
+        if validation {
+            return attempts >= VALIDATION_ATTEMPTS;
+        }
         !self.is_retryable()
     }
 }
@@ -174,6 +190,15 @@ mod tests {
         assert!(!problem("rejectedIdentifier").is_retryable());
         assert!(!problem("caa").is_retryable());
         assert!(!problem("unauthorized").is_retryable());
+    }
+
+    #[test]
+    fn validation_failures_get_a_few_attempts() {
+        assert!(!problem("unauthorized").is_final_after(1));
+        assert!(!problem("unauthorized").is_final_after(2));
+        assert!(problem("unauthorized").is_final_after(3));
+        assert!(problem("rejectedIdentifier").is_final_after(1));
+        assert!(!problem("badNonce").is_final_after(50));
     }
 
     #[test]

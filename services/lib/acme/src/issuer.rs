@@ -283,6 +283,19 @@ impl Issuer {
             order.poll_ready(&policy)
         )?;
         phase("order ready");
+        let challenge_status = if status == OrderStatus::Invalid {
+            "invalid"
+        } else {
+            "valid"
+        };
+        self.store
+            .finish_order_challenges(
+                &certificate.organization_id,
+                order.url(),
+                challenge_status,
+                self.clock.now_ms(),
+            )
+            .await?;
         if status == OrderStatus::Invalid {
             return Err(self.explain_invalid(&mut order).await);
         }
@@ -341,7 +354,7 @@ impl Issuer {
         let mut authorizations = order.authorizations();
         while let Some(authorization) = authorizations.next().await {
             let mut authorization = authorization
-                .map_err(|error| AcmeError::problem("reading an authorization", error))?;
+                .map_err(|error| AcmeError::problem("reading an authorization", timeout, error))?;
             let name = authorization.identifier().to_string();
             match authorization.status {
                 AuthorizationStatus::Pending => {}
@@ -500,11 +513,13 @@ impl Issuer {
     ) -> Result<(), AcmeError> {
         let now = self.clock.now_ms();
         let message = error.to_string();
-        let final_failure = !error.is_retryable();
         let attempts = u32::try_from(certificate.attempts)
             .unwrap_or(0)
             .saturating_add(1);
-        let next_attempt_at = (!final_failure).then(|| now + retry_backoff_ms(attempts));
+        let final_failure = error.is_final_after(attempts);
+        // A renewal that failed for good is tried again later all the same: the
+        // store keeps the certificate valid and moves its renewal time.
+        let next_attempt_at = Some(now + retry_backoff_ms(attempts));
         let mut effects = Effects::default();
         effects.outbox.push(
             EventBuilder::new(
@@ -535,6 +550,8 @@ impl Issuer {
         Ok(())
     }
 
+    /// Revokes the current version. Takes the certificate's lease first, so a
+    /// renewal in flight finishes (or gives up) before, and cannot undo it after.
     async fn revoke(
         &self,
         organization_id: &str,
@@ -542,12 +559,82 @@ impl Issuer {
         reason: &str,
     ) -> Result<(), AcmeError> {
         let Some(certificate) = self
-            .store
-            .get_certificate(organization_id, certificate_id)
+            .lease_for_revocation(organization_id, certificate_id)
             .await?
         else {
             return Ok(());
         };
+        let result = self.revoke_leased(&certificate, reason).await;
+        if let Err(error) = &result {
+            let now = self.clock.now_ms();
+            let message = format!(
+                "revocation failed: {error}; the certificate is still valid, ask again with `certfleet cert revoke`"
+            );
+            let effects = Effects {
+                outbox: vec![
+                    EventBuilder::new(
+                        EventType::Failed,
+                        organization_id,
+                        certificate_id,
+                        certificate.name_list(),
+                        now,
+                    )
+                    .error(&message)
+                    .reason("revocation")
+                    .to_outbox(),
+                ],
+                audit: Vec::new(),
+            };
+            self.store
+                .record_error_note(organization_id, certificate_id, &message, now, effects)
+                .await?;
+            self.relay.wake();
+        }
+        self.store
+            .release_certificate_lease(organization_id, certificate_id, &self.owner)
+            .await?;
+        result
+    }
+
+    /// Waits (up to two lease lifetimes) for the certificate's lease.
+    async fn lease_for_revocation(
+        &self,
+        organization_id: &str,
+        certificate_id: &str,
+    ) -> Result<Option<Certificate>, AcmeError> {
+        let deadline = tokio::time::Instant::now() + LEASE * 2;
+        loop {
+            let now = self.clock.now_ms();
+            let until = now + LEASE.as_millis() as i64;
+            if let Some(certificate) = self
+                .store
+                .acquire_certificate_lease(organization_id, certificate_id, &self.owner, now, until)
+                .await?
+            {
+                return Ok(Some(certificate));
+            }
+            if self
+                .store
+                .get_certificate(organization_id, certificate_id)
+                .await?
+                .is_none()
+            {
+                return Ok(None);
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(AcmeError::Store(StoreError::LeaseLost));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    async fn revoke_leased(
+        &self,
+        certificate: &Certificate,
+        reason: &str,
+    ) -> Result<(), AcmeError> {
+        let organization_id = certificate.organization_id.as_str();
+        let certificate_id = certificate.id.as_str();
         let Some(version_id) = certificate.current_version_id.clone() else {
             return Ok(());
         };
@@ -579,9 +666,9 @@ impl Issuer {
             ) {
                 Ok(()) => break,
                 Err(error) if error.problem_type() == Some("alreadyRevoked") => break,
-                Err(error) if error.is_transient() && tries < TRANSIENT_RETRIES => {
+                Err(error) if error.is_retryable() && tries < TRANSIENT_RETRIES => {
                     tries += 1;
-                    tokio::time::sleep(Duration::from_millis(50 << tries)).await;
+                    tokio::time::sleep(Duration::from_millis((100 << tries).min(5_000))).await;
                 }
                 Err(error) => return Err(error),
             }

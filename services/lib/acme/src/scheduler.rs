@@ -42,6 +42,8 @@ impl std::fmt::Debug for Scheduler {
 pub struct PassReport {
     pub renewals: usize,
     pub requeued: usize,
+    /// Certificates whose current version ran out.
+    pub expired: usize,
 }
 
 impl Scheduler {
@@ -70,7 +72,10 @@ impl Scheduler {
         {
             return Ok(PassReport::default());
         }
-        let mut report = PassReport::default();
+        let mut report = PassReport {
+            expired: self.store.mark_expired(now).await?,
+            ..PassReport::default()
+        };
         for (organization_id, certificate_id) in self.store.due_for_renewal(now, BATCH).await? {
             let effects = Effects {
                 outbox: vec![Job::issue(&organization_id, &certificate_id).to_outbox(now)],
@@ -102,7 +107,8 @@ impl Scheduler {
             tracing::info!(
                 renewals = report.renewals,
                 requeued = report.requeued,
-                "scheduler queued work"
+                expired = report.expired,
+                "scheduler pass"
             );
             self.relay.wake();
         }

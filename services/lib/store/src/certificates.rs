@@ -10,6 +10,8 @@ use crate::{Store, StoreError, transaction, with_conn, write_effects};
 
 /// Statuses in which work (an order) is outstanding.
 const IN_FLIGHT: [&str; 3] = ["pending", "issuing", "renewing"];
+/// Statuses from which a scheduled renewal starts.
+const RENEWABLE: [&str; 2] = ["valid", "expired"];
 
 /// Filters of [`Store::list_certificates`].
 #[derive(Debug, Clone, Default)]
@@ -472,9 +474,11 @@ impl Store {
         })
     }
 
-    /// Records a failed attempt and gives up the lease. A final failure sets the
-    /// status `failed` (unless a valid version is still current) and forgets the
-    /// order; a retryable one keeps the order and schedules the next attempt.
+    /// Records a failed attempt and gives up the lease. A retryable failure keeps
+    /// the order and schedules the next attempt at `next_attempt_at_ms`. A final
+    /// failure forgets the order; without an issued version the certificate is
+    /// `failed`; with one it stays `valid` and the renewal is tried again at
+    /// `next_attempt_at_ms` (a back-off), so a failing renewal never loops.
     #[expect(clippy::too_many_arguments, reason = "one atomic state change")]
     pub async fn record_failure(
         &self,
@@ -511,12 +515,19 @@ impl Store {
             } else {
                 current.pending_order_url.clone()
             };
+            let (next_attempt_at, renew_at) =
+                match (final_failure, current.current_version_id.is_some()) {
+                    (false, _) => (next_attempt_at_ms, current.renew_at),
+                    (true, true) => (None, next_attempt_at_ms.or(current.renew_at)),
+                    (true, false) => (None, current.renew_at),
+                };
             let updated = diesel::update(certificates::table.find(certificate_id))
                 .set((
                     certificates::status.eq(status),
                     certificates::last_error.eq(Some(error)),
                     certificates::attempts.eq(current.attempts.saturating_add(1)),
-                    certificates::next_attempt_at.eq(next_attempt_at_ms),
+                    certificates::next_attempt_at.eq(next_attempt_at),
+                    certificates::renew_at.eq(renew_at),
                     certificates::pending_order_url.eq(pending_order_url),
                     certificates::lease_owner.eq(None::<String>),
                     certificates::lease_until.eq(None::<i64>),
@@ -558,8 +569,12 @@ impl Store {
                 .set((
                     certificates::status.eq("revoked"),
                     certificates::auto_renew.eq(false),
+                    certificates::renew_at.eq(None::<i64>),
                     certificates::next_attempt_at.eq(None::<i64>),
                     certificates::pending_order_url.eq(None::<String>),
+                    certificates::last_error.eq(None::<String>),
+                    certificates::lease_owner.eq(None::<String>),
+                    certificates::lease_until.eq(None::<i64>),
                     certificates::updated_at.eq(now_ms),
                 ))
                 .execute(conn)
@@ -581,7 +596,7 @@ impl Store {
                 .filter(certificates::renew_at.le(now_ms))
                 .filter(certificates::deleted_at.is_null())
                 .filter(certificates::auto_renew.eq(true))
-                .filter(certificates::status.eq("valid"))
+                .filter(certificates::status.eq_any(RENEWABLE))
                 .order(certificates::renew_at.asc())
                 .limit(limit)
                 .select((certificates::organization_id, certificates::id))
@@ -602,7 +617,7 @@ impl Store {
         transaction!(self, |conn| {
             let updated = diesel::update(certificates::table.find(certificate_id))
                 .filter(certificates::organization_id.eq(organization_id))
-                .filter(certificates::status.eq("valid"))
+                .filter(certificates::status.eq_any(RENEWABLE))
                 .filter(certificates::renew_at.le(now_ms))
                 .filter(certificates::deleted_at.is_null())
                 .set((
@@ -674,6 +689,52 @@ impl Store {
                 write_effects!(conn, effects);
             }
             Ok(updated == 1)
+        })
+    }
+}
+
+impl Store {
+    /// Marks valid certificates whose current version has expired as `expired`;
+    /// returns how many. Auto-renewing ones are still renewed.
+    pub async fn mark_expired(&self, now_ms: i64) -> Result<usize, StoreError> {
+        with_conn!(self, |conn| {
+            Ok(diesel::update(certificates::table)
+                .filter(certificates::status.eq("valid"))
+                .filter(certificates::not_after.le(now_ms))
+                .filter(certificates::deleted_at.is_null())
+                .set((
+                    certificates::status.eq("expired"),
+                    certificates::updated_at.eq(now_ms),
+                ))
+                .execute(conn)
+                .await?)
+        })
+    }
+
+    /// Notes an error on a certificate without changing its state (e.g. a
+    /// revocation the CA refused), with its events.
+    pub async fn record_error_note(
+        &self,
+        organization_id: &str,
+        certificate_id: &str,
+        error: &str,
+        now_ms: i64,
+        effects: Effects,
+    ) -> Result<(), StoreError> {
+        transaction!(self, |conn| {
+            let updated = diesel::update(certificates::table.find(certificate_id))
+                .filter(certificates::organization_id.eq(organization_id))
+                .set((
+                    certificates::last_error.eq(Some(error)),
+                    certificates::updated_at.eq(now_ms),
+                ))
+                .execute(conn)
+                .await?;
+            if updated != 1 {
+                return Err(StoreError::NotFound);
+            }
+            write_effects!(conn, effects);
+            Ok(())
         })
     }
 }

@@ -74,6 +74,31 @@ impl Store {
         })
     }
 
+    /// Ends the challenges of an order (`valid` or `invalid`): the responder
+    /// stops answering their tokens.
+    pub async fn finish_order_challenges(
+        &self,
+        organization_id: &str,
+        order_url: &str,
+        status: &str,
+        now_ms: i64,
+    ) -> Result<usize, StoreError> {
+        with_conn!(self, |conn| {
+            let validated_at = (status == "valid").then_some(now_ms);
+            Ok(diesel::update(acme_challenges::table)
+                .filter(acme_challenges::organization_id.eq(organization_id))
+                .filter(acme_challenges::order_url.eq(order_url))
+                .filter(acme_challenges::status.eq_any(["pending", "processing"]))
+                .set((
+                    acme_challenges::status.eq(status),
+                    acme_challenges::validated_at.eq(validated_at),
+                    acme_challenges::updated_at.eq(now_ms),
+                ))
+                .execute(conn)
+                .await?)
+        })
+    }
+
     /// Challenges of a certificate, newest first.
     pub async fn list_challenges(
         &self,

@@ -49,6 +49,18 @@ impl Store {
         })
     }
 
+    /// Whether any organization exists (the database holds tenant data).
+    pub async fn has_organizations(&self) -> Result<bool, StoreError> {
+        with_conn!(self, |conn| {
+            let first: Option<String> = organizations::table
+                .select(organizations::id)
+                .first(conn)
+                .await
+                .optional()?;
+            Ok(first.is_some())
+        })
+    }
+
     pub async fn find_organization(
         &self,
         organization_id: &str,
