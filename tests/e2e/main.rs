@@ -4,6 +4,7 @@
 
 mod binary;
 mod crash;
+mod failures;
 mod grpcurl;
 mod issuance;
 mod lifecycle;

@@ -117,13 +117,13 @@ impl AcmeError {
     /// Worth retrying within the same attempt, after a short pause (a rejected
     /// nonce, a dropped connection).
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self.problem_type(),
-            Some("badNonce" | "serverInternal" | "connection")
-        ) || matches!(
-            self,
-            AcmeError::Connection { .. } | AcmeError::Timeout { .. }
-        )
+        // The `connection` problem type is the CA failing to reach the
+        // challenge: a validation failure, not a hiccup between us and the CA.
+        matches!(self.problem_type(), Some("badNonce" | "serverInternal"))
+            || matches!(
+                self,
+                AcmeError::Connection { .. } | AcmeError::Timeout { .. }
+            )
     }
 
     /// Whether this failure ends the work after `attempts` failed attempts.
@@ -187,6 +187,7 @@ mod tests {
         assert!(problem("serverInternal").is_retryable());
         assert!(problem("rateLimited").is_retryable());
         assert!(!problem("rateLimited").is_transient());
+        assert!(!problem("connection").is_transient());
         assert!(!problem("rejectedIdentifier").is_retryable());
         assert!(!problem("caa").is_retryable());
         assert!(!problem("unauthorized").is_retryable());

@@ -1,0 +1,133 @@
+//! What an operator sees when issuance cannot succeed, and what happens when
+//! certificates run out.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use certfleet_e2e::certfleet_testkit::PebbleOptions;
+use certfleet_e2e::{TestEnv, is_valid, request, wait_for};
+use certfleet_proto::v1::{self as pb, GetCertificateRequest};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_name_the_ca_cannot_reach_fails_in_plain_words_after_three_attempts() {
+    let env = TestEnv::start(PebbleOptions::default()).await.unwrap();
+    // The CA resolves the name to an address where nothing answers; the
+    // self-check (pointed at the responder) passes, so the CA is asked.
+    env.pebble
+        .add_a_record("unreachable.failures.test", Ipv4Addr::new(127, 0, 0, 2))
+        .await
+        .unwrap();
+    let (mut client, _) = env.organization("failures").await;
+    let created = client
+        .create_certificate(request(
+            &["unreachable.failures.test"],
+            pb::KeyType::EcdsaP256,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let get = |client: &mut certfleet_e2e::Certificates| {
+        let mut client = client.clone();
+        let id = created.id.clone();
+        async move {
+            client
+                .get_certificate(GetCertificateRequest { id })
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    let mut seen_attempts = 0;
+    for (attempt, wait) in [
+        (1, Duration::from_secs(2 * 60)),
+        (2, Duration::from_secs(11 * 60)),
+        (3, Duration::ZERO),
+    ] {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let certificate = loop {
+            let certificate = get(&mut client).await;
+            if certificate.attempts >= attempt {
+                break certificate;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "attempt {attempt} never ended: {certificate:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        seen_attempts = certificate.attempts;
+        assert!(
+            certificate.last_error.contains("unreachable.failures.test"),
+            "the error names the name: {}",
+            certificate.last_error
+        );
+        if attempt < 3 {
+            assert_eq!(
+                certificate.status,
+                pb::CertificateStatus::Issuing as i32,
+                "{certificate:?}"
+            );
+            assert!(certificate.next_attempt_at > 0, "a retry is scheduled");
+            env.clock.advance(wait);
+        } else {
+            assert_eq!(
+                certificate.status,
+                pb::CertificateStatus::Failed as i32,
+                "{certificate:?}"
+            );
+            assert_eq!(certificate.next_attempt_at, 0, "no more attempts");
+        }
+    }
+    assert_eq!(seen_attempts, 3);
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn challenges_close_after_validation_and_certificates_expire() {
+    let env = TestEnv::start(PebbleOptions::default()).await.unwrap();
+    let (mut client, _) = env.organization("expiry").await;
+    let mut no_renewal = request(&["expiry.test"], pb::KeyType::EcdsaP256);
+    no_renewal.auto_renew = Some(false);
+    let created = client
+        .create_certificate(no_renewal)
+        .await
+        .unwrap()
+        .into_inner();
+    let issued = wait_for(&mut client, &created.id, Duration::from_secs(30), is_valid)
+        .await
+        .unwrap();
+
+    // The responder no longer answers the tokens of a finished order.
+    let store = &env.embedded.as_ref().unwrap().store;
+    let challenges = store
+        .list_challenges(&created.organization_id, &created.id)
+        .await
+        .unwrap();
+    assert!(!challenges.is_empty());
+    for challenge in &challenges {
+        assert_eq!(challenge.status, "valid");
+        assert_eq!(
+            store
+                .http01_key_authorization(&challenge.token)
+                .await
+                .unwrap(),
+            None
+        );
+    }
+
+    // Past its expiry a certificate that is not renewed is `expired`.
+    let version = issued.current.unwrap();
+    let now_s = env.clock_now_ms() / 1000;
+    env.clock
+        .set_offset_ms((version.not_after - now_s + 60) * 1000);
+    let expired = wait_for(
+        &mut client,
+        &created.id,
+        Duration::from_secs(10),
+        |certificate| certificate.status == pb::CertificateStatus::Expired as i32,
+    )
+    .await
+    .unwrap();
+    assert_eq!(expired.current.unwrap().version, 1, "not renewed");
+    env.stop().await;
+}
