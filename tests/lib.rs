@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+use certfleet_cli::client::Bearer;
 use certfleet_cli::embedded::{self, Embedded, EmbeddedConfig};
 use certfleet_core::ManualClock;
 use certfleet_proto::v1::certificate_service_client::CertificateServiceClient;
@@ -22,26 +23,10 @@ use certfleet_proto::v1::{
     CreateOrganizationRequest, GetCertificateBundleRequest, GetCertificateRequest,
 };
 use certfleet_testkit::{Pebble, PebbleOptions};
-use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 pub use certfleet_testkit;
-
-#[derive(Clone)]
-pub struct Bearer(MetadataValue<tonic::metadata::Ascii>);
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        request
-            .metadata_mut()
-            .insert("authorization", self.0.clone());
-        Ok(request)
-    }
-}
 
 pub type Certificates = CertificateServiceClient<InterceptedService<Channel, Bearer>>;
 pub type Organizations = OrganizationServiceClient<InterceptedService<Channel, Bearer>>;
@@ -55,7 +40,7 @@ pub async fn channel(address: SocketAddr) -> Channel {
 }
 
 fn bearer(token: &str) -> Bearer {
-    Bearer(MetadataValue::try_from(format!("Bearer {token}")).unwrap())
+    Bearer::new(token).unwrap()
 }
 
 pub async fn certificates(address: SocketAddr, token: &str) -> Certificates {

@@ -9,8 +9,18 @@ use tonic::transport::Channel;
 
 use crate::args::ClientArgs;
 
+/// Adds `authorization: Bearer <token>` to every call.
 #[derive(Clone)]
-pub(crate) struct Bearer(MetadataValue<tonic::metadata::Ascii>);
+pub struct Bearer(MetadataValue<tonic::metadata::Ascii>);
+
+impl Bearer {
+    /// A bearer header for `token`; fails on characters a header cannot carry.
+    pub fn new(token: &str) -> anyhow::Result<Bearer> {
+        MetadataValue::try_from(format!("Bearer {}", token.trim()))
+            .map(Bearer)
+            .map_err(|_| anyhow!("the token contains characters that cannot be sent"))
+    }
+}
 
 impl tonic::service::Interceptor for Bearer {
     fn call(
@@ -32,15 +42,14 @@ async fn connect(args: &ClientArgs) -> anyhow::Result<(Channel, Bearer)> {
         .token
         .as_deref()
         .ok_or_else(|| anyhow!("no token: pass --token or set CERTFLEET_TOKEN"))?;
-    let header = MetadataValue::try_from(format!("Bearer {}", token.trim()))
-        .map_err(|_| anyhow!("the token contains characters that cannot be sent"))?;
+    let bearer = Bearer::new(token)?;
     let channel = Channel::from_shared(args.endpoint.clone())
         .map_err(|error| anyhow!("invalid --endpoint {:?}: {error}", args.endpoint))?
         .connect_timeout(std::time::Duration::from_secs(5))
         .connect()
         .await
         .with_context(|| format!("cannot reach certfleet at {}", args.endpoint))?;
-    Ok((channel, Bearer(header)))
+    Ok((channel, bearer))
 }
 
 pub(crate) async fn certificates(args: &ClientArgs) -> anyhow::Result<Certificates> {

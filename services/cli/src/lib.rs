@@ -2,7 +2,7 @@
 //! client commands. `main.rs` only parses and runs.
 
 mod args;
-mod client;
+pub mod client;
 mod commands;
 pub mod embedded;
 mod output;
