@@ -6,6 +6,7 @@ pub mod client;
 mod commands;
 pub mod embedded;
 mod output;
+mod wait;
 
 use std::process::ExitCode;
 

@@ -12,8 +12,10 @@ mod accounts;
 mod certificates;
 mod challenges;
 mod leases;
+mod lifecycle;
 mod organizations;
 mod outbox;
+mod schedule;
 
 use std::sync::Arc;
 

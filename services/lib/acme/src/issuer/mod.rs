@@ -1,0 +1,343 @@
+//! The issuer: runs jobs. A job is acted on only under the certificate's lease,
+//! so two workers never order the same certificate; the order URL is saved
+//! before any challenge is answered, so a retry after a crash resumes the same
+//! order instead of placing a second one.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use certfleet_bus::{EventBuilder, Job, JobKind, OutboxRelay};
+use certfleet_core::{Clock, renew_at, retry_backoff_ms};
+use certfleet_proto::v1::EventType;
+use certfleet_store::{AuditEntry, Certificate, Effects, NewCertificateVersion, Store, StoreError};
+use certfleet_vault::Vault;
+use tokio::sync::{Semaphore, mpsc};
+
+mod order;
+mod revoke;
+
+use crate::selfcheck::SelfChecker;
+use crate::{AccountCache, AcmeConfig, AcmeError};
+
+/// How long a lease lasts without being extended.
+const LEASE: Duration = Duration::from_secs(60);
+/// Quick retries within one attempt for transient errors (bad nonce, dropped connection).
+const TRANSIENT_RETRIES: u32 = 10;
+
+/// Runs issuance and revocation jobs.
+#[derive(Clone)]
+pub struct Issuer {
+    store: Store,
+    vault: Vault,
+    relay: OutboxRelay,
+    clock: Arc<dyn Clock>,
+    config: Arc<AcmeConfig>,
+    accounts: AccountCache,
+    self_check: SelfChecker,
+    owner: String,
+}
+
+impl std::fmt::Debug for Issuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issuer")
+            .field("owner", &self.owner)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A certificate the CA issued, with its sealed key, ready to store.
+struct Issued {
+    version: NewCertificateVersion,
+}
+
+impl Issuer {
+    /// `owner` names this worker in leases; an embedded process keeps the same
+    /// owner across restarts so it can take back what it held.
+    pub fn new(
+        store: Store,
+        vault: Vault,
+        relay: OutboxRelay,
+        clock: Arc<dyn Clock>,
+        config: AcmeConfig,
+        owner: String,
+    ) -> Issuer {
+        let config = Arc::new(config);
+        let accounts =
+            AccountCache::new(store.clone(), vault.clone(), config.clone(), clock.clone());
+        let self_check = SelfChecker::new(config.self_check.clone());
+        Issuer {
+            store,
+            vault,
+            relay,
+            clock,
+            config,
+            accounts,
+            self_check,
+            owner,
+        }
+    }
+
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    /// Runs one job to its end; errors are recorded on the certificate, not returned.
+    pub async fn handle(&self, job: Job) {
+        let result = match &job.kind {
+            JobKind::Issue => self.issue(&job.organization_id, &job.certificate_id).await,
+            JobKind::Revoke { reason } => {
+                self.revoke(&job.organization_id, &job.certificate_id, reason)
+                    .await
+            }
+        };
+        if let Err(error) = result {
+            tracing::warn!(
+                organization_id = %job.organization_id,
+                certificate_id = %job.certificate_id,
+                %error,
+                "job failed"
+            );
+        }
+    }
+
+    async fn issue(&self, organization_id: &str, certificate_id: &str) -> Result<(), AcmeError> {
+        let now = self.clock.now_ms();
+        let lease_until = now + LEASE.as_millis() as i64;
+        let Some(certificate) = self
+            .store
+            .acquire_certificate_lease(
+                organization_id,
+                certificate_id,
+                &self.owner,
+                now,
+                lease_until,
+            )
+            .await?
+        else {
+            tracing::debug!(
+                certificate_id,
+                "certificate is leased by another worker or gone"
+            );
+            return Ok(());
+        };
+        if !matches!(
+            certificate.status.as_str(),
+            "pending" | "issuing" | "renewing"
+        ) {
+            // Already done (a repeated job): nothing to do.
+            self.store
+                .release_certificate_lease(organization_id, certificate_id, &self.owner)
+                .await?;
+            return Ok(());
+        }
+        let keeper = self.keep_lease(organization_id, certificate_id);
+        let outcome = self.issue_with_retries(certificate.clone()).await;
+        keeper.abort();
+        match outcome {
+            Ok(issued) => self.record_success(&certificate, issued).await,
+            Err(AcmeError::Store(StoreError::LeaseLost)) => {
+                tracing::warn!(
+                    certificate_id,
+                    "lease lost while issuing; another worker continues"
+                );
+                Ok(())
+            }
+            Err(error) => self.record_error(&certificate, &error).await,
+        }
+    }
+
+    /// Extends the lease while work goes on; aborted when the work ends.
+    fn keep_lease(
+        &self,
+        organization_id: &str,
+        certificate_id: &str,
+    ) -> tokio::task::JoinHandle<()> {
+        let store = self.store.clone();
+        let clock = self.clock.clone();
+        let owner = self.owner.clone();
+        let organization_id = organization_id.to_owned();
+        let certificate_id = certificate_id.to_owned();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(LEASE / 3).await;
+                let until = clock.now_ms() + LEASE.as_millis() as i64;
+                if let Err(error) = store
+                    .extend_certificate_lease(&organization_id, &certificate_id, &owner, until)
+                    .await
+                {
+                    tracing::warn!(%certificate_id, %error, "cannot extend the lease");
+                }
+            }
+        })
+    }
+
+    async fn issue_with_retries(&self, mut certificate: Certificate) -> Result<Issued, AcmeError> {
+        let mut retries = 0;
+        loop {
+            match self.run_order(&certificate).await {
+                Ok(issued) => return Ok(issued),
+                Err(error)
+                    if error.problem_type() == Some("accountDoesNotExist") && retries == 0 =>
+                {
+                    retries += 1;
+                    self.accounts.reset(&certificate.organization_id).await?;
+                }
+                Err(error) if error.is_transient() && retries < TRANSIENT_RETRIES => {
+                    retries += 1;
+                    tracing::debug!(certificate_id = %certificate.id, %error, retries, "transient error; retrying");
+                    tokio::time::sleep(Duration::from_millis((50 << retries).min(1000))).await;
+                    // Pick up the order URL saved by the failed try.
+                    if let Some(fresh) = self
+                        .store
+                        .get_certificate(&certificate.organization_id, &certificate.id)
+                        .await?
+                    {
+                        certificate = fresh;
+                    }
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    async fn record_success(
+        &self,
+        certificate: &Certificate,
+        issued: Issued,
+    ) -> Result<(), AcmeError> {
+        let now = self.clock.now_ms();
+        let version = &issued.version;
+        let renew_at_ms = renew_at(
+            version.not_before,
+            version.not_after,
+            certificate.renew_before_ms,
+        );
+        let renewed = certificate.current_version_id.is_some();
+        let (event_type, action) = if renewed {
+            (EventType::Renewed, "certificate.renewed")
+        } else {
+            (EventType::Issued, "certificate.issued")
+        };
+        let serial = version.serial.clone();
+        let not_after = version.not_after;
+        // Only the lease holder adds versions, so the next number is stable here.
+        let next_version = self
+            .store
+            .latest_version_number(&certificate.organization_id, &certificate.id)
+            .await?
+            .saturating_add(1);
+        let mut effects = Effects::default();
+        effects.audit.push(AuditEntry::new(
+            Some(&certificate.organization_id),
+            "system",
+            action,
+            Some(&certificate.id),
+            now,
+        ));
+        let stored = self
+            .store
+            .record_issued(
+                &certificate.organization_id,
+                &certificate.id,
+                &self.owner,
+                issued.version,
+                renew_at_ms,
+                now,
+                Effects {
+                    outbox: vec![{
+                        let mut builder = EventBuilder::new(
+                            event_type,
+                            &certificate.organization_id,
+                            &certificate.id,
+                            certificate.name_list(),
+                            now,
+                        )
+                        .version(
+                            u32::try_from(next_version).unwrap_or(0),
+                            &serial,
+                            not_after / 1000,
+                        );
+                        if let Some(reason) = &certificate.pending_reason {
+                            builder = builder.reason(reason);
+                        }
+                        builder.to_outbox()
+                    }],
+                    audit: effects.audit,
+                },
+            )
+            .await?;
+        self.relay.wake();
+        tracing::info!(
+            certificate_id = %certificate.id,
+            version = stored.version,
+            serial = %stored.serial,
+            not_after = stored.not_after / 1000,
+            "certificate issued"
+        );
+        Ok(())
+    }
+
+    async fn record_error(
+        &self,
+        certificate: &Certificate,
+        error: &AcmeError,
+    ) -> Result<(), AcmeError> {
+        let now = self.clock.now_ms();
+        let message = error.to_string();
+        let attempts = u32::try_from(certificate.attempts)
+            .unwrap_or(0)
+            .saturating_add(1);
+        let final_failure = error.is_final_after(attempts);
+        // A renewal that failed for good is tried again later all the same: the
+        // store keeps the certificate valid and moves its renewal time.
+        let next_attempt_at = Some(now + retry_backoff_ms(attempts));
+        let mut effects = Effects::default();
+        effects.outbox.push(
+            EventBuilder::new(
+                EventType::Failed,
+                &certificate.organization_id,
+                &certificate.id,
+                certificate.name_list(),
+                now,
+            )
+            .error(&message)
+            .reason(if final_failure { "final" } else { "will retry" })
+            .to_outbox(),
+        );
+        self.store
+            .record_failure(
+                &certificate.organization_id,
+                &certificate.id,
+                &self.owner,
+                &message,
+                final_failure,
+                next_attempt_at,
+                now,
+                effects,
+            )
+            .await?;
+        self.relay.wake();
+        tracing::warn!(certificate_id = %certificate.id, error = %message, final_failure, "issuance attempt failed");
+        Ok(())
+    }
+}
+
+/// Runs jobs from a queue, at most `concurrency` at a time.
+#[derive(Debug)]
+pub struct IssuerPool;
+
+impl IssuerPool {
+    pub async fn run(issuer: Issuer, mut jobs: mpsc::UnboundedReceiver<Job>, concurrency: usize) {
+        let permits = Arc::new(Semaphore::new(concurrency.max(1)));
+        while let Some(job) = jobs.recv().await {
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                return;
+            };
+            let issuer = issuer.clone();
+            tokio::spawn(async move {
+                issuer.handle(job).await;
+                drop(permit);
+            });
+        }
+    }
+}

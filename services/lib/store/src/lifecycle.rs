@@ -1,0 +1,344 @@
+//! The certificate lease and what its holder records: progress, an issued
+//! version, a failure, a revocation.
+
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+
+use crate::models::{Certificate, CertificateVersion, Effects};
+use crate::schema::{certificate_versions, certificates};
+use crate::{NewCertificateVersion, Store, StoreError, transaction, with_conn, write_effects};
+
+impl Store {
+    /// Leases the certificate to `owner` until `until_ms` unless another owner
+    /// holds an unexpired lease. Returns the row when leased.
+    pub async fn acquire_certificate_lease(
+        &self,
+        organization_id: &str,
+        certificate_id: &str,
+        owner: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<Option<Certificate>, StoreError> {
+        with_conn!(self, |conn| {
+            Ok(diesel::update(certificates::table.find(certificate_id))
+                .filter(certificates::organization_id.eq(organization_id))
+                .filter(certificates::deleted_at.is_null())
+                .filter(
+                    certificates::lease_until
+                        .is_null()
+                        .or(certificates::lease_until.lt(now_ms))
+                        .or(certificates::lease_owner.eq(owner)),
+                )
+                .set((
+                    certificates::lease_owner.eq(Some(owner)),
+                    certificates::lease_until.eq(Some(until_ms)),
+                ))
+                .returning(Certificate::as_returning())
+                .get_result(conn)
+                .await
+                .optional()?)
+        })
+    }
+
+    /// Extends a lease held by `owner`; [`StoreError::LeaseLost`] when it is not.
+    pub async fn extend_certificate_lease(
+        &self,
+        organization_id: &str,
+        certificate_id: &str,
+        owner: &str,
+        until_ms: i64,
+    ) -> Result<(), StoreError> {
+        with_conn!(self, |conn| {
+            let updated = diesel::update(certificates::table.find(certificate_id))
+                .filter(certificates::organization_id.eq(organization_id))
+                .filter(certificates::lease_owner.eq(owner))
+                .set(certificates::lease_until.eq(Some(until_ms)))
+                .execute(conn)
+                .await?;
+            if updated == 1 {
+                Ok(())
+            } else {
+                Err(StoreError::LeaseLost)
+            }
+        })
+    }
+
+    /// Gives up a lease held by `owner`.
+    pub async fn release_certificate_lease(
+        &self,
+        organization_id: &str,
+        certificate_id: &str,
+        owner: &str,
+    ) -> Result<(), StoreError> {
+        with_conn!(self, |conn| {
+            diesel::update(certificates::table.find(certificate_id))
+                .filter(certificates::organization_id.eq(organization_id))
+                .filter(certificates::lease_owner.eq(owner))
+                .set((
+                    certificates::lease_owner.eq(None::<String>),
+                    certificates::lease_until.eq(None::<i64>),
+                ))
+                .execute(conn)
+                .await?;
+            Ok(())
+        })
+    }
+
+    /// Frees every certificate lease of `owner`: a restarted embedded process
+    /// holds nothing, whatever it held before it stopped.
+    pub async fn release_all_leases_of(&self, owner: &str) -> Result<usize, StoreError> {
+        with_conn!(self, |conn| {
+            Ok(diesel::update(certificates::table)
+                .filter(certificates::lease_owner.eq(owner))
+                .set((
+                    certificates::lease_owner.eq(None::<String>),
+                    certificates::lease_until.eq(None::<i64>),
+                ))
+                .execute(conn)
+                .await?)
+        })
+    }
+
+    /// Records progress of the lease holder: status and, once created, the
+    /// order URL (saved before any challenge is answered, so a retry resumes it).
+    pub async fn record_progress(
+        &self,
+        organization_id: &str,
+        certificate_id: &str,
+        owner: &str,
+        status: &str,
+        pending_order_url: Option<&str>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        with_conn!(self, |conn| {
+            let updated = diesel::update(certificates::table.find(certificate_id))
+                .filter(certificates::organization_id.eq(organization_id))
+                .filter(certificates::lease_owner.eq(owner))
+                .set((
+                    certificates::status.eq(status),
+                    certificates::pending_order_url.eq(pending_order_url),
+                    certificates::updated_at.eq(now_ms),
+                ))
+                .execute(conn)
+                .await?;
+            if updated == 1 {
+                Ok(())
+            } else {
+                Err(StoreError::LeaseLost)
+            }
+        })
+    }
+
+    /// Stores an issued certificate as the next version and makes it current.
+    #[expect(clippy::too_many_arguments, reason = "one atomic state change")]
+    pub async fn record_issued(
+        &self,
+        organization_id: &str,
+        certificate_id: &str,
+        owner: &str,
+        new_version: NewCertificateVersion,
+        renew_at_ms: i64,
+        now_ms: i64,
+        effects: Effects,
+    ) -> Result<CertificateVersion, StoreError> {
+        transaction!(self, |conn| {
+            let leased: Option<String> = certificates::table
+                .find(certificate_id)
+                .filter(certificates::organization_id.eq(organization_id))
+                .filter(certificates::lease_owner.eq(owner))
+                .select(certificates::id)
+                .first(conn)
+                .await
+                .optional()?;
+            if leased.is_none() {
+                return Err(StoreError::LeaseLost);
+            }
+            let latest: Option<i32> = certificate_versions::table
+                .filter(certificate_versions::certificate_id.eq(certificate_id))
+                .select(diesel::dsl::max(certificate_versions::version))
+                .first(conn)
+                .await?;
+            let version = CertificateVersion {
+                id: new_version.id,
+                certificate_id: certificate_id.to_owned(),
+                organization_id: organization_id.to_owned(),
+                version: latest.unwrap_or(0) + 1,
+                serial: new_version.serial,
+                fingerprint_sha256: new_version.fingerprint_sha256,
+                not_before: new_version.not_before,
+                not_after: new_version.not_after,
+                leaf_pem: new_version.leaf_pem,
+                chain_pem: new_version.chain_pem,
+                key_sealed: new_version.key_sealed,
+                key_type: new_version.key_type,
+                order_url: new_version.order_url,
+                ari_start: None,
+                ari_end: None,
+                revoked_at: None,
+                revocation_reason: None,
+                backup_location: None,
+                created_at: now_ms,
+            };
+            diesel::insert_into(certificate_versions::table)
+                .values(&version)
+                .execute(conn)
+                .await?;
+            diesel::update(certificates::table.find(certificate_id))
+                .set((
+                    certificates::status.eq("valid"),
+                    certificates::current_version_id.eq(Some(&version.id)),
+                    certificates::not_after.eq(Some(version.not_after)),
+                    certificates::renew_at.eq(Some(renew_at_ms)),
+                    certificates::next_attempt_at.eq(None::<i64>),
+                    certificates::attempts.eq(0),
+                    certificates::last_error.eq(None::<String>),
+                    certificates::pending_order_url.eq(None::<String>),
+                    certificates::pending_reason.eq(None::<String>),
+                    certificates::lease_owner.eq(None::<String>),
+                    certificates::lease_until.eq(None::<i64>),
+                    certificates::updated_at.eq(now_ms),
+                ))
+                .execute(conn)
+                .await?;
+            write_effects!(conn, effects);
+            Ok(version)
+        })
+    }
+
+    /// Records a failed attempt and gives up the lease. A retryable failure keeps
+    /// the order and schedules the next attempt at `next_attempt_at_ms`. A final
+    /// failure forgets the order; without an issued version the certificate is
+    /// `failed`; with one it stays `valid` and the renewal is tried again at
+    /// `next_attempt_at_ms` (a back-off), so a failing renewal never loops.
+    #[expect(clippy::too_many_arguments, reason = "one atomic state change")]
+    pub async fn record_failure(
+        &self,
+        organization_id: &str,
+        certificate_id: &str,
+        owner: &str,
+        error: &str,
+        final_failure: bool,
+        next_attempt_at_ms: Option<i64>,
+        now_ms: i64,
+        effects: Effects,
+    ) -> Result<Certificate, StoreError> {
+        transaction!(self, |conn| {
+            let current: Certificate = certificates::table
+                .find(certificate_id)
+                .filter(certificates::organization_id.eq(organization_id))
+                .filter(certificates::lease_owner.eq(owner))
+                .select(Certificate::as_select())
+                .first(conn)
+                .await
+                .optional()?
+                .ok_or(StoreError::LeaseLost)?;
+            let status = if final_failure {
+                if current.current_version_id.is_some() {
+                    "valid"
+                } else {
+                    "failed"
+                }
+            } else {
+                current.status.as_str()
+            };
+            let pending_order_url = if final_failure {
+                None
+            } else {
+                current.pending_order_url.clone()
+            };
+            let (next_attempt_at, renew_at) =
+                match (final_failure, current.current_version_id.is_some()) {
+                    (false, _) => (next_attempt_at_ms, current.renew_at),
+                    (true, true) => (None, next_attempt_at_ms.or(current.renew_at)),
+                    (true, false) => (None, current.renew_at),
+                };
+            let updated = diesel::update(certificates::table.find(certificate_id))
+                .set((
+                    certificates::status.eq(status),
+                    certificates::last_error.eq(Some(error)),
+                    certificates::attempts.eq(current.attempts.saturating_add(1)),
+                    certificates::next_attempt_at.eq(next_attempt_at),
+                    certificates::renew_at.eq(renew_at),
+                    certificates::pending_order_url.eq(pending_order_url),
+                    certificates::lease_owner.eq(None::<String>),
+                    certificates::lease_until.eq(None::<i64>),
+                    certificates::updated_at.eq(now_ms),
+                ))
+                .returning(Certificate::as_returning())
+                .get_result(conn)
+                .await?;
+            write_effects!(conn, effects);
+            Ok(updated)
+        })
+    }
+
+    /// Marks a version revoked; the certificate becomes `revoked` and is never renewed.
+    pub async fn record_revoked(
+        &self,
+        organization_id: &str,
+        certificate_id: &str,
+        version_id: &str,
+        reason: &str,
+        now_ms: i64,
+        effects: Effects,
+    ) -> Result<(), StoreError> {
+        transaction!(self, |conn| {
+            let updated = diesel::update(certificate_versions::table.find(version_id))
+                .filter(certificate_versions::organization_id.eq(organization_id))
+                .filter(certificate_versions::certificate_id.eq(certificate_id))
+                .set((
+                    certificate_versions::revoked_at.eq(Some(now_ms)),
+                    certificate_versions::revocation_reason.eq(Some(reason)),
+                ))
+                .execute(conn)
+                .await?;
+            if updated != 1 {
+                return Err(StoreError::NotFound);
+            }
+            diesel::update(certificates::table.find(certificate_id))
+                .filter(certificates::organization_id.eq(organization_id))
+                .set((
+                    certificates::status.eq("revoked"),
+                    certificates::auto_renew.eq(false),
+                    certificates::renew_at.eq(None::<i64>),
+                    certificates::next_attempt_at.eq(None::<i64>),
+                    certificates::pending_order_url.eq(None::<String>),
+                    certificates::last_error.eq(None::<String>),
+                    certificates::lease_owner.eq(None::<String>),
+                    certificates::lease_until.eq(None::<i64>),
+                    certificates::updated_at.eq(now_ms),
+                ))
+                .execute(conn)
+                .await?;
+            write_effects!(conn, effects);
+            Ok(())
+        })
+    }
+
+    /// Notes an error on a certificate without changing its state (e.g. a
+    /// revocation the CA refused), with its events.
+    pub async fn record_error_note(
+        &self,
+        organization_id: &str,
+        certificate_id: &str,
+        error: &str,
+        now_ms: i64,
+        effects: Effects,
+    ) -> Result<(), StoreError> {
+        transaction!(self, |conn| {
+            let updated = diesel::update(certificates::table.find(certificate_id))
+                .filter(certificates::organization_id.eq(organization_id))
+                .set((
+                    certificates::last_error.eq(Some(error)),
+                    certificates::updated_at.eq(now_ms),
+                ))
+                .execute(conn)
+                .await?;
+            if updated != 1 {
+                return Err(StoreError::NotFound);
+            }
+            write_effects!(conn, effects);
+            Ok(())
+        })
+    }
+}

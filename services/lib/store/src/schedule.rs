@@ -1,0 +1,141 @@
+//! The scheduler's queries: renewals that are due, lost or backed-off work to
+//! queue again, certificates that ran out.
+
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+
+use crate::models::Effects;
+use crate::schema::certificates;
+use crate::{Store, StoreError, transaction, with_conn, write_effects};
+
+/// Statuses in which work (an order) is outstanding.
+const IN_FLIGHT: [&str; 3] = ["pending", "issuing", "renewing"];
+/// Statuses from which a scheduled renewal starts.
+const RENEWABLE: [&str; 2] = ["valid", "expired"];
+
+impl Store {
+    /// Valid, auto-renewing certificates whose renewal time has come, as
+    /// (organization id, certificate id).
+    pub async fn due_for_renewal(
+        &self,
+        now_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        with_conn!(self, |conn| {
+            Ok(certificates::table
+                .filter(certificates::renew_at.le(now_ms))
+                .filter(certificates::deleted_at.is_null())
+                .filter(certificates::auto_renew.eq(true))
+                .filter(certificates::status.eq_any(RENEWABLE))
+                .order(certificates::renew_at.asc())
+                .limit(limit)
+                .select((certificates::organization_id, certificates::id))
+                .load(conn)
+                .await?)
+        })
+    }
+
+    /// Moves a due, valid certificate to `renewing` and queues its job; false
+    /// when another pass got there first.
+    pub async fn mark_renewal_due(
+        &self,
+        organization_id: &str,
+        certificate_id: &str,
+        now_ms: i64,
+        effects: Effects,
+    ) -> Result<bool, StoreError> {
+        transaction!(self, |conn| {
+            let updated = diesel::update(certificates::table.find(certificate_id))
+                .filter(certificates::organization_id.eq(organization_id))
+                .filter(certificates::status.eq_any(RENEWABLE))
+                .filter(certificates::renew_at.le(now_ms))
+                .filter(certificates::deleted_at.is_null())
+                .set((
+                    certificates::status.eq("renewing"),
+                    certificates::next_attempt_at.eq(Some(now_ms)),
+                    certificates::pending_reason.eq(Some("scheduled")),
+                    certificates::updated_at.eq(now_ms),
+                ))
+                .execute(conn)
+                .await?;
+            if updated == 1 {
+                write_effects!(conn, effects);
+            }
+            Ok(updated == 1)
+        })
+    }
+
+    /// Certificates with outstanding work that is due and not leased: what a lost
+    /// job, a crash or a backoff leaves behind.
+    pub async fn due_attempts(
+        &self,
+        now_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        with_conn!(self, |conn| {
+            Ok(certificates::table
+                .filter(certificates::next_attempt_at.le(now_ms))
+                .filter(certificates::deleted_at.is_null())
+                .filter(certificates::status.eq_any(IN_FLIGHT))
+                .filter(
+                    certificates::lease_until
+                        .is_null()
+                        .or(certificates::lease_until.lt(now_ms)),
+                )
+                .order(certificates::next_attempt_at.asc())
+                .limit(limit)
+                .select((certificates::organization_id, certificates::id))
+                .load(conn)
+                .await?)
+        })
+    }
+
+    /// Re-queues due work: pushes `next_attempt_at` to `retry_at_ms` (so the job
+    /// is not queued again on every pass) and writes the job. False when the
+    /// certificate is no longer due (the conditions of [`Store::due_attempts`]).
+    pub async fn requeue_attempt(
+        &self,
+        organization_id: &str,
+        certificate_id: &str,
+        now_ms: i64,
+        retry_at_ms: i64,
+        effects: Effects,
+    ) -> Result<bool, StoreError> {
+        transaction!(self, |conn| {
+            let updated = diesel::update(certificates::table.find(certificate_id))
+                .filter(certificates::organization_id.eq(organization_id))
+                .filter(certificates::next_attempt_at.le(now_ms))
+                .filter(certificates::deleted_at.is_null())
+                .filter(certificates::status.eq_any(IN_FLIGHT))
+                .filter(
+                    certificates::lease_until
+                        .is_null()
+                        .or(certificates::lease_until.lt(now_ms)),
+                )
+                .set(certificates::next_attempt_at.eq(Some(retry_at_ms)))
+                .execute(conn)
+                .await?;
+            if updated == 1 {
+                write_effects!(conn, effects);
+            }
+            Ok(updated == 1)
+        })
+    }
+
+    /// Marks valid certificates whose current version has expired as `expired`;
+    /// returns how many. Auto-renewing ones are still renewed.
+    pub async fn mark_expired(&self, now_ms: i64) -> Result<usize, StoreError> {
+        with_conn!(self, |conn| {
+            Ok(diesel::update(certificates::table)
+                .filter(certificates::status.eq("valid"))
+                .filter(certificates::not_after.le(now_ms))
+                .filter(certificates::deleted_at.is_null())
+                .set((
+                    certificates::status.eq("expired"),
+                    certificates::updated_at.eq(now_ms),
+                ))
+                .execute(conn)
+                .await?)
+        })
+    }
+}
