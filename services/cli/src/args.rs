@@ -122,7 +122,7 @@ pub struct ServerArgs {
     /// ACME directory URL. Default: Pebble's local directory for `dev`, Let's Encrypt for `server`.
     #[arg(long, env = "CERTFLEET_CA_DIRECTORY")]
     pub ca_directory: Option<String>,
-    /// Extra PEM root to trust for the CA's HTTPS (a private or test CA); replaces the public roots.
+    /// Extra PEM root to trust for the CA's HTTPS (a private or test CA), besides the system's roots.
     #[arg(long, env = "CERTFLEET_CA_ROOT")]
     pub ca_root: Option<PathBuf>,
     /// File with the base64 master key; default `<data-dir>/master.key`.

@@ -117,7 +117,7 @@ impl AccountCache {
 
     /// The account's HTTP client: TCP_NODELAY (without it every POST to the CA
     /// waits for a delayed ACK, tens of milliseconds), a connect timeout, and
-    /// either the platform's roots or the configured CA root.
+    /// the platform's roots, plus the configured CA root if there is one.
     fn builder(&self) -> Result<AccountBuilder, AcmeError> {
         let connector_error = |message: String| AcmeError::Connection {
             context: "preparing the HTTPS client",
@@ -128,23 +128,34 @@ impl AccountCache {
         http.enforce_http(false);
         http.set_connect_timeout(Some(self.config.request_timeout));
         let tls = match &self.config.ca_root {
+            // The platform's roots plus the configured one (a private or test CA).
             Some(path) => {
-                let mut roots = rustls::RootCertStore::empty();
-                for certificate in CertificateDer::pem_file_iter(path).map_err(|error| {
-                    connector_error(format!("CA root {}: {error}", path.display()))
-                })? {
-                    let certificate = certificate.map_err(|error| {
-                        connector_error(format!("CA root {}: {error}", path.display()))
-                    })?;
-                    roots.add(certificate).map_err(|error| {
-                        connector_error(format!("CA root {}: {error}", path.display()))
-                    })?;
+                let root_error =
+                    |error: String| connector_error(format!("CA root {}: {error}", path.display()));
+                let mut extra = Vec::new();
+                for certificate in CertificateDer::pem_file_iter(path)
+                    .map_err(|error| root_error(error.to_string()))?
+                {
+                    extra.push(certificate.map_err(|error| root_error(error.to_string()))?);
                 }
-                HttpsConnectorBuilder::new().with_tls_config(
-                    rustls::ClientConfig::builder()
-                        .with_root_certificates(roots)
-                        .with_no_client_auth(),
+                if extra.is_empty() {
+                    return Err(root_error("no certificate in the file".to_owned()));
+                }
+                let provider = rustls::crypto::CryptoProvider::get_default()
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
+                let verifier = rustls_platform_verifier::Verifier::new_with_extra_roots(
+                    extra,
+                    provider.clone(),
                 )
+                .map_err(|error| root_error(error.to_string()))?;
+                let config = rustls::ClientConfig::builder_with_provider(provider)
+                    .with_safe_default_protocol_versions()
+                    .map_err(|error| connector_error(error.to_string()))?
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(verifier))
+                    .with_no_client_auth();
+                HttpsConnectorBuilder::new().with_tls_config(config)
             }
             None => HttpsConnectorBuilder::new()
                 .try_with_platform_verifier()
