@@ -84,4 +84,7 @@ async fn a_killed_order_is_resumed_after_restart() {
         !log.contains("order placed"),
         "a second order was placed: {log}"
     );
+    // Pebble's own account of it: one order in its database, ever.
+    let pebble_log = std::fs::read_to_string(pebble.state_dir().join("pebble.log")).unwrap();
+    assert_eq!(pebble_log.matches("Added order").count(), 1, "{pebble_log}");
 }
