@@ -136,6 +136,7 @@ pub fn embedded_config(pebble: &Pebble, data_dir: &Path) -> EmbeddedConfig {
         master_key_file: data_dir.join("master.key"),
         master_key: None,
         grpc_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        grpc_tls: None,
         http01_listen: http01,
         self_check_addr: Some(http01),
         self_check: true,

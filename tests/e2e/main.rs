@@ -10,3 +10,4 @@ mod issuance;
 mod lifecycle;
 mod secrets;
 mod tenancy;
+mod tls;

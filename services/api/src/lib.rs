@@ -20,6 +20,7 @@ use certfleet_store::Store;
 use certfleet_vault::Vault;
 use tokio::sync::watch;
 use tonic::service::Routes;
+use tonic::transport::ServerTlsConfig;
 use tonic::transport::server::TcpIncoming;
 
 pub use auth::{Principal, create_admin_token, hash_secret, new_token};
@@ -105,13 +106,29 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ApiError> {
+    serve_with_tls(state, listener, None, shutdown).await
+}
+
+/// Like [`serve`], over TLS when `tls` is given.
+pub async fn serve_with_tls(
+    state: ApiState,
+    listener: tokio::net::TcpListener,
+    tls: Option<ServerTlsConfig>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ApiError> {
     let (stop, stopping) = watch::channel(false);
     let routes = grpc_routes_with_shutdown(state, stopping).await?;
+    let mut server = tonic::transport::Server::builder().tcp_nodelay(true);
+    let scheme = if let Some(tls) = tls {
+        server = server.tls_config(tls)?;
+        "https"
+    } else {
+        "http"
+    };
     if let Ok(address) = listener.local_addr() {
-        tracing::info!(%address, "grpc api listening");
+        tracing::info!(%address, scheme, "grpc api listening");
     }
-    tonic::transport::Server::builder()
-        .tcp_nodelay(true)
+    server
         .add_routes(routes)
         // TCP_NODELAY on every accepted connection (the builder's own setting only
         // applies to listeners it binds): without it small responses wait for a

@@ -57,6 +57,9 @@ pub struct ClientArgs {
         default_value = "http://127.0.0.1:50051"
     )]
     pub endpoint: String,
+    /// PEM CA certificate to trust for an `https://` endpoint, besides the system's roots.
+    #[arg(long, global = true, env = "CERTFLEET_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
     /// Bearer token (an organization token, or the admin token for `org` and `token`).
     #[arg(long, global = true, env = "CERTFLEET_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -96,6 +99,13 @@ pub struct ServerArgs {
     /// Address of the gRPC API.
     #[arg(long, env = "CERTFLEET_GRPC_LISTEN", default_value = "127.0.0.1:50051")]
     pub grpc_listen: SocketAddr,
+    /// PEM certificate (chain) of the gRPC API; with --grpc-tls-key the API
+    /// speaks TLS only. Without them it is plaintext: keep it on loopback.
+    #[arg(long, env = "CERTFLEET_GRPC_TLS_CERT", requires = "grpc_tls_key")]
+    pub grpc_tls_cert: Option<PathBuf>,
+    /// PEM private key of the gRPC API's certificate.
+    #[arg(long, env = "CERTFLEET_GRPC_TLS_KEY", requires = "grpc_tls_cert")]
+    pub grpc_tls_key: Option<PathBuf>,
     /// Address of the HTTP-01 responder; the CA connects to port 80 of each name,
     /// so production needs port 80 routed here. Default: 127.0.0.1:5002 for `dev`
     /// (Pebble's default), 0.0.0.0:80 for `server`.
@@ -160,6 +170,7 @@ impl ServerArgs {
             master_key: self.master_key,
             data_dir: self.data_dir,
             grpc_listen: self.grpc_listen,
+            grpc_tls: self.grpc_tls_cert.zip(self.grpc_tls_key),
             http01_listen: self.http01_listen.unwrap_or(default_http01),
             self_check_addr: self.http01_self_check_addr,
             self_check: !self.http01_no_self_check,

@@ -1,11 +1,11 @@
 //! The gRPC client of the CLI: endpoint, bearer token, and plain error text.
 
-use anyhow::{Context as _, anyhow};
+use anyhow::{Context as _, anyhow, bail};
 use certfleet_proto::v1::certificate_service_client::CertificateServiceClient;
 use certfleet_proto::v1::organization_service_client::OrganizationServiceClient;
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
 use crate::args::ClientArgs;
 
@@ -43,9 +43,26 @@ async fn connect(args: &ClientArgs) -> anyhow::Result<(Channel, Bearer)> {
         .as_deref()
         .ok_or_else(|| anyhow!("no token: pass --token or set CERTFLEET_TOKEN"))?;
     let bearer = Bearer::new(token)?;
-    let channel = Channel::from_shared(args.endpoint.clone())
+    let mut endpoint = Channel::from_shared(args.endpoint.clone())
         .map_err(|error| anyhow!("invalid --endpoint {:?}: {error}", args.endpoint))?
-        .connect_timeout(std::time::Duration::from_secs(5))
+        .connect_timeout(std::time::Duration::from_secs(5));
+    if args.endpoint.starts_with("https://") {
+        let mut tls = ClientTlsConfig::new().with_native_roots();
+        if let Some(path) = &args.ca_cert {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("reading --ca-cert {}", path.display()))?;
+            tls = tls.ca_certificate(Certificate::from_pem(pem));
+        }
+        endpoint = endpoint
+            .tls_config(tls)
+            .with_context(|| format!("TLS settings for {}", args.endpoint))?;
+    } else if args.ca_cert.is_some() {
+        bail!(
+            "--ca-cert needs an https:// endpoint, not {}",
+            args.endpoint
+        );
+    }
+    let channel = endpoint
         .connect()
         .await
         .with_context(|| format!("cannot reach certfleet at {}", args.endpoint))?;

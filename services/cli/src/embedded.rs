@@ -19,6 +19,7 @@ use certfleet_store::Store;
 use certfleet_vault::{LocalMasterKey, Vault};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tonic::transport::{Identity, ServerTlsConfig};
 
 use crate::args::LogFormat;
 
@@ -32,6 +33,8 @@ pub struct EmbeddedConfig {
     pub master_key_file: PathBuf,
     pub master_key: Option<String>,
     pub grpc_listen: SocketAddr,
+    /// Certificate and key files of the gRPC API; plaintext without them.
+    pub grpc_tls: Option<(PathBuf, PathBuf)>,
     pub http01_listen: SocketAddr,
     pub self_check_addr: Option<SocketAddr>,
     pub self_check: bool,
@@ -149,6 +152,15 @@ pub async fn start(config: EmbeddedConfig, clock: Arc<dyn Clock>) -> anyhow::Res
         directory_url: config.ca_directory.clone(),
     };
 
+    let grpc_tls = match &config.grpc_tls {
+        Some((certificate, key)) => Some(load_grpc_tls(certificate, key)?),
+        None => {
+            if !config.grpc_listen.ip().is_loopback() {
+                tracing::warn!(address = %config.grpc_listen, "the gRPC API is plaintext on a non-loopback address: bearer tokens and private keys cross the network unencrypted; set --grpc-tls-cert and --grpc-tls-key");
+            }
+            None
+        }
+    };
     let grpc_listener = tokio::net::TcpListener::bind(config.grpc_listen)
         .await
         .with_context(|| format!("binding the gRPC address {}", config.grpc_listen))?;
@@ -180,7 +192,9 @@ pub async fn start(config: EmbeddedConfig, clock: Arc<dyn Clock>) -> anyhow::Res
         let shutdown = async move {
             let _ = stop_api.wait_for(|stopped| *stopped).await;
         };
-        if let Err(error) = certfleet_api::serve(api, grpc_listener, shutdown).await {
+        if let Err(error) =
+            certfleet_api::serve_with_tls(api, grpc_listener, grpc_tls, shutdown).await
+        {
             tracing::error!(%error, "grpc api stopped");
         }
     });
@@ -265,6 +279,25 @@ fn init_tracing(format: LogFormat, filter: &str) -> anyhow::Result<()> {
         LogFormat::Json => builder.json().try_init(),
     };
     Ok(())
+}
+
+/// The gRPC API's TLS settings, checked now so that a bad file fails the start.
+fn load_grpc_tls(certificate: &Path, key: &Path) -> anyhow::Result<ServerTlsConfig> {
+    let certificate_pem = std::fs::read(certificate)
+        .with_context(|| format!("reading --grpc-tls-cert {}", certificate.display()))?;
+    let key_pem =
+        std::fs::read(key).with_context(|| format!("reading --grpc-tls-key {}", key.display()))?;
+    let config = ServerTlsConfig::new().identity(Identity::from_pem(certificate_pem, key_pem));
+    tonic::transport::Server::builder()
+        .tls_config(config.clone())
+        .with_context(|| {
+            format!(
+                "--grpc-tls-cert {} / --grpc-tls-key {}: not a usable certificate and key",
+                certificate.display(),
+                key.display()
+            )
+        })?;
+    Ok(config)
 }
 
 async fn load_master_key(config: &EmbeddedConfig) -> anyhow::Result<LocalMasterKey> {
