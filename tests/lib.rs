@@ -110,6 +110,21 @@ impl TestEnv {
         })
     }
 
+    /// A second write token of an existing organization (for the CLI).
+    pub async fn write_token(&self, slug: &str) -> String {
+        organizations(self.grpc, &self.admin_token)
+            .await
+            .create_api_token(CreateApiTokenRequest {
+                organization: slug.to_owned(),
+                role: pb::Role::Write as i32,
+                description: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .token
+    }
+
     pub async fn organization(&self, slug: &str) -> (Certificates, Certificates) {
         let (write, bundle) = organization(self.grpc, &self.admin_token, slug).await;
         (

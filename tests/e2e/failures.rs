@@ -79,6 +79,27 @@ async fn a_name_the_ca_cannot_reach_fails_in_plain_words_after_three_attempts() 
         }
     }
     assert_eq!(seen_attempts, 3);
+    // The failed orders' tokens are no longer answered.
+    let store = &env.embedded.as_ref().unwrap().store;
+    let challenges = store
+        .list_challenges(&created.organization_id, &created.id)
+        .await
+        .unwrap();
+    assert_eq!(
+        challenges.len(),
+        3,
+        "one challenge per order: {challenges:?}"
+    );
+    for challenge in &challenges {
+        assert_eq!(challenge.status, "invalid");
+        assert_eq!(
+            store
+                .http01_key_authorization(&challenge.token)
+                .await
+                .unwrap(),
+            None
+        );
+    }
     env.stop().await;
 }
 

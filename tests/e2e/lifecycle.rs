@@ -137,3 +137,55 @@ async fn revocation_is_reported_by_pebble_with_the_reason() {
     assert_eq!(after["Reason"], 1);
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revocation_the_ca_cannot_take_is_reported_and_the_certificate_stays_valid() {
+    let mut env = TestEnv::start(PebbleOptions::default()).await.unwrap();
+    let (mut client, _) = env.organization("unrevoked").await;
+    let created = client
+        .create_certificate(request(&["unrevoked.test"], pb::KeyType::EcdsaP256))
+        .await
+        .unwrap()
+        .into_inner();
+    wait_for(&mut client, &created.id, Duration::from_secs(30), is_valid)
+        .await
+        .unwrap();
+    env.pebble.kill().await.unwrap();
+    // The CLI's --wait learns of the failure from the event stream and exits 1.
+    let write_token = env.write_token("unrevoked").await;
+    let output = tokio::process::Command::new(certfleet_e2e::certfleet_binary())
+        .args([
+            "cert",
+            "revoke",
+            &created.id,
+            "--reason",
+            "superseded",
+            "--wait",
+            "--timeout",
+            "90",
+        ])
+        .env("CERTFLEET_ENDPOINT", format!("http://{}", env.grpc))
+        .env("CERTFLEET_TOKEN", write_token)
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("revocation failed"), "{stderr}");
+    let noted = wait_for(
+        &mut client,
+        &created.id,
+        Duration::from_secs(5),
+        |certificate| certificate.last_error.starts_with("revocation failed"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(noted.status, pb::CertificateStatus::Valid as i32);
+    assert!(noted.auto_renew, "still managed");
+    assert!(
+        noted.last_error.contains("certfleet cert revoke"),
+        "{}",
+        noted.last_error
+    );
+    env.stop().await;
+}

@@ -69,7 +69,9 @@ CREATE UNIQUE INDEX certificates_active_names ON certificates (organization_id, 
     WHERE deleted_at IS NULL AND status <> 'revoked';
 CREATE INDEX certificates_org_created ON certificates (organization_id, created_at, id);
 CREATE INDEX certificates_due_renewal ON certificates (renew_at)
-    WHERE deleted_at IS NULL AND auto_renew AND status = 'valid';
+    WHERE deleted_at IS NULL AND auto_renew AND status IN ('valid', 'expired');
+CREATE INDEX certificates_expiry ON certificates (not_after)
+    WHERE deleted_at IS NULL AND status = 'valid';
 CREATE INDEX certificates_due_attempt ON certificates (next_attempt_at)
     WHERE deleted_at IS NULL AND next_attempt_at IS NOT NULL;
 

@@ -118,7 +118,9 @@ pub(crate) fn certificate_details(certificate: &Certificate) -> String {
     if certificate.attempts != 0 {
         lines.push(format!("attempts:    {}", certificate.attempts));
     }
-    if certificate.next_attempt_at != 0 {
+    // A new certificate carries a next attempt too (the scheduler's safety net
+    // for a lost job); it only means something once an attempt failed.
+    if certificate.next_attempt_at != 0 && certificate.attempts != 0 {
         lines.push(format!(
             "next try:    {}",
             timestamp(certificate.next_attempt_at)

@@ -66,6 +66,7 @@ pub(crate) async fn finish(
     let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
     let mut last_progress = String::new();
     let mut current = certificate;
+    let mut watching = true;
     loop {
         let progress = progress_line(&current);
         if progress != last_progress && args.output == Output::Table {
@@ -87,11 +88,23 @@ pub(crate) async fn finish(
         // Wake on an event about this certificate, or poll once a second.
         let wait = tokio::time::sleep(Duration::from_secs(1));
         tokio::select! {
-            event = watch.next() => {
-                if let Some(Err(status)) = event {
+            event = watch.next(), if watching => match event {
+                Some(Ok(event)) if event.certificate_id == id
+                    && goal == Goal::Revoked
+                    && event.r#type == pb::EventType::Failed as i32
+                    && event.reason == "revocation" =>
+                {
+                    print_certificate(args.output, &current);
+                    eprintln!("error: {}", event.error);
+                    return Ok(ExitCode::FAILURE);
+                }
+                Some(Ok(_)) => {}
+                Some(Err(status)) => {
                     bail!("watching certificate events failed: {}", status.message());
                 }
-            }
+                // The server ended the stream (shutting down): keep polling.
+                None => watching = false,
+            },
             () = wait => {}
             () = tokio::time::sleep_until(deadline) => {
                 print_certificate(args.output, &current);
@@ -157,7 +170,9 @@ fn progress_line(certificate: &Certificate) -> String {
         certificate.id,
         output::status_name(certificate.status)
     );
-    if !certificate.last_error.is_empty() {
+    if !certificate.last_error.is_empty() && certificate.attempts == 0 {
+        line.push_str(&format!(" (last error: {})", certificate.last_error));
+    } else if !certificate.last_error.is_empty() {
         line.push_str(&format!(
             " (attempt {} failed: {}",
             certificate.attempts, certificate.last_error

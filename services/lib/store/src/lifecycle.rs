@@ -232,14 +232,14 @@ impl Store {
                 .await
                 .optional()?
                 .ok_or(StoreError::LeaseLost)?;
-            let status = if final_failure {
-                if current.current_version_id.is_some() {
-                    "valid"
-                } else {
-                    "failed"
-                }
-            } else {
-                current.status.as_str()
+            let expired = current
+                .not_after
+                .is_some_and(|not_after| not_after <= now_ms);
+            let status = match (final_failure, current.current_version_id.is_some()) {
+                (false, _) => current.status.as_str(),
+                (true, false) => "failed",
+                (true, true) if expired => "expired",
+                (true, true) => "valid",
             };
             let pending_order_url = if final_failure {
                 None

@@ -238,6 +238,13 @@ impl Pebble {
     }
 
     /// The ACME directory, e.g. `https://127.0.0.1:PORT/dir`.
+    /// Stops the CA (to test what happens when it is unreachable); the state
+    /// directory stays until the value is dropped.
+    pub async fn kill(&mut self) -> anyhow::Result<()> {
+        self.pebble.kill().await?;
+        Ok(())
+    }
+
     pub fn directory_url(&self) -> String {
         format!("https://127.0.0.1:{}/dir", self.ports.listen)
     }

@@ -77,13 +77,40 @@ impl Issuer {
 
     pub(super) async fn run_order(&self, certificate: &Certificate) -> Result<Issued, AcmeError> {
         let started = std::time::Instant::now();
+        let mut order = self.open_order(certificate).await?;
+        let result = self.complete_order(certificate, &mut order, started).await;
+        if result.is_err() {
+            // Stop answering this order's tokens; a resumed order publishes them again.
+            if let Err(error) = self
+                .store
+                .finish_order_challenges(
+                    &certificate.organization_id,
+                    order.url(),
+                    "invalid",
+                    self.clock.now_ms(),
+                )
+                .await
+            {
+                tracing::warn!(certificate_id = %certificate.id, %error, "cannot close the order's challenges");
+            }
+        }
+        result
+    }
+
+    /// Everything after the order is open: challenges, validation, finalize,
+    /// download, checks, sealing the key.
+    async fn complete_order(
+        &self,
+        certificate: &Certificate,
+        order: &mut Order,
+        started: std::time::Instant,
+    ) -> Result<Issued, AcmeError> {
         let phase = |name: &'static str| {
             tracing::debug!(certificate_id = %certificate.id, phase = name, elapsed_ms = started.elapsed().as_millis() as u64, "issuance progress");
         };
-        let mut order = self.open_order(certificate).await?;
         phase("order open");
         if order.state().status == OrderStatus::Pending {
-            self.answer_challenges(certificate, &mut order).await?;
+            self.answer_challenges(certificate, order).await?;
             phase("challenges answered");
         }
         let policy = self.retry_policy();
@@ -107,7 +134,7 @@ impl Issuer {
             )
             .await?;
         if status == OrderStatus::Invalid {
-            return Err(self.explain_invalid(&mut order).await);
+            return Err(self.explain_invalid(order).await);
         }
         let key_type = KeyType::parse("key_type", &certificate.key_type)
             .map_err(|error| AcmeError::Key(error.to_string()))?;
