@@ -27,7 +27,9 @@ impl Issuer {
         else {
             return Ok(());
         };
+        let keeper = self.keep_lease(organization_id, certificate_id);
         let result = self.revoke_leased(&certificate, reason).await;
+        keeper.abort();
         if let Err(error) = &result {
             let now = self.clock.now_ms();
             let message = format!(
