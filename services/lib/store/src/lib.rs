@@ -34,6 +34,9 @@ const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../../migrat
 
 type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
 
+/// Longest wait for a PostgreSQL connection (from the pool or a new one).
+const POOL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Errors of the store. Callers map them to gRPC codes in one place.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -156,8 +159,14 @@ impl Store {
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url);
+            // Bounded waits: with the database gone, callers get `Unavailable`
+            // within seconds instead of hanging.
             let pool = Pool::builder(manager)
                 .max_size(16)
+                .runtime(deadpool::Runtime::Tokio1)
+                .wait_timeout(Some(POOL_TIMEOUT))
+                .create_timeout(Some(POOL_TIMEOUT))
+                .recycle_timeout(Some(POOL_TIMEOUT))
                 .build()
                 .map_err(|error| StoreError::InvalidUrl {
                     url: redact(url),
@@ -264,6 +273,18 @@ fn redact(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::redact;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_unreachable_postgres_is_unavailable_promptly() {
+        // Nothing listens on port 1 of loopback.
+        let started = std::time::Instant::now();
+        let result = super::Store::connect("postgres://postgres@127.0.0.1:1/none").await;
+        assert!(
+            matches!(result, Err(super::StoreError::Unavailable(_))),
+            "{result:?}"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    }
 
     #[test]
     fn redacts_passwords() {
