@@ -116,7 +116,8 @@ pub async fn start(config: EmbeddedConfig, clock: Arc<dyn Clock>) -> anyhow::Res
     }
 
     let (bus, jobs) = InProcessBus::new();
-    let relay = OutboxRelay::new(store.clone(), Arc::new(bus.clone()), Duration::from_secs(1));
+    let relay = OutboxRelay::new(store.clone(), Arc::new(bus.clone()), Duration::from_secs(1))
+        .with_owner(owner.clone());
     let acme = AcmeConfig {
         ca_root: config.ca_root.clone(),
         self_check: SelfCheckConfig {

@@ -18,6 +18,8 @@ pub trait Publisher: Send + Sync {
 }
 
 const BATCH: i64 = 256;
+/// How long a relay may hold claimed rows before another relay takes them over.
+const CLAIM: Duration = Duration::from_secs(30);
 
 /// Moves outbox rows to a [`Publisher`]. Wake it after a commit for low latency;
 /// it also polls, so a missed wake-up only delays a message.
@@ -27,6 +29,8 @@ pub struct OutboxRelay {
     publisher: Arc<dyn Publisher>,
     wake: Arc<Notify>,
     poll_interval: Duration,
+    /// Names this relay in outbox claims.
+    owner: String,
 }
 
 impl std::fmt::Debug for OutboxRelay {
@@ -42,7 +46,14 @@ impl OutboxRelay {
             publisher,
             wake: Arc::new(Notify::new()),
             poll_interval,
+            owner: format!("relay-{}", certfleet_store::new_id()),
         }
+    }
+
+    /// Names this relay in outbox claims (e.g. after the process's instance id).
+    pub fn with_owner(mut self, owner: impl Into<String>) -> Self {
+        self.owner = owner.into();
+        self
     }
 
     /// Asks the relay to look at the outbox now.
@@ -54,7 +65,13 @@ impl OutboxRelay {
     pub async fn drain(&self) -> Result<usize, BusError> {
         let mut total = 0;
         loop {
-            let batch = self.store.outbox_batch(BATCH).await?;
+            // Claims coordinate processes in real time, so they use the system
+            // clock rather than the (movable) business clock.
+            let now = unix_ms();
+            let batch = self
+                .store
+                .outbox_claim(&self.owner, now, now + CLAIM.as_millis() as i64, BATCH)
+                .await?;
             if batch.is_empty() {
                 return Ok(total);
             }
@@ -94,4 +111,11 @@ impl OutboxRelay {
             }
         }
     }
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as i64)
+        .unwrap_or(0)
 }

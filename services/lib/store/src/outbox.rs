@@ -6,7 +6,9 @@ use diesel_async::RunQueryDsl;
 
 use crate::models::{Effects, OutboxMessage};
 use crate::schema::outbox;
-use crate::{Store, StoreError, transaction, with_conn, write_effects};
+use diesel_async::AsyncConnection as _;
+
+use crate::{Pools, Store, StoreError, transaction, with_conn, write_effects};
 
 impl Store {
     /// The oldest unpublished messages.
@@ -19,6 +21,77 @@ impl Store {
                 .load(conn)
                 .await?)
         })
+    }
+
+    /// Claims up to `limit` of the oldest messages for `owner` until
+    /// `claim_until_ms`: rows nobody claimed, whose claim expired, or that
+    /// `owner` claimed before. On PostgreSQL concurrent relays skip each
+    /// other's rows (`FOR UPDATE SKIP LOCKED`); SQLite has one writer anyway.
+    pub async fn outbox_claim(
+        &self,
+        owner: &str,
+        now_ms: i64,
+        claim_until_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<OutboxMessage>, StoreError> {
+        let claimable = || {
+            outbox::table
+                .filter(
+                    outbox::claimed_until
+                        .is_null()
+                        .or(outbox::claimed_until.lt(now_ms))
+                        .or(outbox::claimed_by.eq(owner)),
+                )
+                .order(outbox::id.asc())
+                .limit(limit)
+                .select(outbox::id)
+        };
+        /// Marks the rows `$ids` claimed and returns them, on `$conn`.
+        macro_rules! claim {
+            ($conn:ident, $ids:expr) => {{
+                let ids: Vec<String> = $ids;
+                if ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                diesel::update(outbox::table.filter(outbox::id.eq_any(&ids)))
+                    .set((
+                        outbox::claimed_by.eq(owner),
+                        outbox::claimed_until.eq(claim_until_ms),
+                    ))
+                    .execute($conn)
+                    .await?;
+                Ok(outbox::table
+                    .filter(outbox::id.eq_any(&ids))
+                    .order(outbox::id.asc())
+                    .select(OutboxMessage::as_select())
+                    .load($conn)
+                    .await?)
+            }};
+        }
+        match self.pools() {
+            Pools::Postgres(pool) => {
+                let mut connection = pool
+                    .get()
+                    .await
+                    .map_err(|error| StoreError::Unavailable(error.to_string()))?;
+                connection
+                    .transaction::<_, StoreError, _>(async |conn| {
+                        claim!(
+                            conn,
+                            claimable().for_update().skip_locked().load(conn).await?
+                        )
+                    })
+                    .await
+            }
+            Pools::Sqlite(connection) => {
+                let mut guard = connection.lock().await;
+                guard
+                    .transaction::<_, StoreError, _>(async |conn| {
+                        claim!(conn, claimable().load(conn).await?)
+                    })
+                    .await
+            }
+        }
     }
 
     /// Removes published messages.

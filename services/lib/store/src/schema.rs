@@ -122,6 +122,8 @@ diesel::table! {
         organization_id -> Nullable<Text>,
         payload -> Binary,
         created_at -> BigInt,
+        claimed_by -> Nullable<Text>,
+        claimed_until -> Nullable<BigInt>,
     }
 }
 

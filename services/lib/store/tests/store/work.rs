@@ -4,7 +4,7 @@ use certfleet_store::{AcmeChallenge, OutboxMessage, Store, new_id};
 
 use crate::support::{NOW, SECOND, certificate, organization, stored};
 
-on_both_backends!(challenges, outbox_in_id_order, named_leases);
+on_both_backends!(challenges, outbox_in_id_order, outbox_claims, named_leases);
 
 fn challenge(
     certificate: &certfleet_store::Certificate,
@@ -144,6 +144,69 @@ async fn outbox_in_id_order(store: &Store) -> anyhow::Result<()> {
     let clashing = vec![outbox_message("0005"), outbox_message("0004")];
     assert!(store.outbox_insert(&clashing).await.is_err());
     assert_eq!(store.outbox_batch(10).await?.len(), 1);
+    Ok(())
+}
+
+fn ids(messages: &[OutboxMessage]) -> Vec<String> {
+    messages.iter().map(|message| message.id.clone()).collect()
+}
+
+async fn outbox_claims(store: &Store) -> anyhow::Result<()> {
+    let messages: Vec<OutboxMessage> = (1..=4)
+        .map(|n| outbox_message(&format!("000{n}")))
+        .collect();
+    store.outbox_insert(&messages).await?;
+    let until = NOW + 30 * SECOND;
+
+    // Two relays take disjoint rows, oldest first.
+    let first = store.outbox_claim("relay-a", NOW, until, 2).await?;
+    assert_eq!(ids(&first), ["0001", "0002"]);
+    assert_eq!(first[0].payload, b"0001");
+    let second = store.outbox_claim("relay-b", NOW, until, 10).await?;
+    assert_eq!(ids(&second), ["0003", "0004"]);
+    // A relay sees its own claims again (a retry after a failed publish).
+    assert_eq!(
+        ids(&store.outbox_claim("relay-a", NOW, until, 10).await?),
+        ["0001", "0002"]
+    );
+    assert!(
+        store
+            .outbox_claim("relay-c", NOW, until, 10)
+            .await?
+            .is_empty()
+    );
+
+    // relay-a dies: once its claims expire, another relay takes its rows.
+    let later = until + SECOND;
+    let taken = store
+        .outbox_claim("relay-c", later, later + 30 * SECOND, 10)
+        .await?;
+    assert_eq!(ids(&taken), ["0001", "0002", "0003", "0004"]);
+
+    // Concurrent relays never claim the same row.
+    store.outbox_delete(&ids(&taken)).await?;
+    let many: Vec<OutboxMessage> = (10..40)
+        .map(|n| outbox_message(&format!("00{n}")))
+        .collect();
+    store.outbox_insert(&many).await?;
+    let mut tasks = Vec::new();
+    for relay in 0..6 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .outbox_claim(&format!("relay-{relay}"), NOW, until, 4)
+                .await
+        }));
+    }
+    let mut claimed = Vec::new();
+    for task in tasks {
+        claimed.extend(ids(&task.await??));
+    }
+    let total = claimed.len();
+    claimed.sort();
+    claimed.dedup();
+    assert_eq!(claimed.len(), total, "a row was claimed twice");
+    assert_eq!(total, 24, "every relay got a full batch");
     Ok(())
 }
 
