@@ -78,6 +78,8 @@ async fn the_api_speaks_tls_when_given_a_certificate() {
         !plaintext.status.success(),
         "plaintext must not reach a TLS API"
     );
+    let hint = String::from_utf8_lossy(&plaintext.stderr);
+    assert!(hint.contains("https://"), "the error suggests TLS: {hint}");
     let trusted = cli(
         format!("https://127.0.0.1:{}", address.port()),
         Some(&ca_path),

@@ -81,5 +81,19 @@ pub(crate) async fn organizations(args: &ClientArgs) -> anyhow::Result<Organizat
 
 /// The server's message, which already names the field and value where it matters.
 pub(crate) fn status_error(status: tonic::Status) -> anyhow::Error {
-    anyhow!("{}", status.message())
+    let message = status.message();
+    // What a plaintext client sees when the server speaks TLS.
+    let looks_like_tls = [
+        "h2 protocol error",
+        "operation was canceled",
+        "transport error",
+    ]
+    .iter()
+    .any(|sign| message.contains(sign));
+    if looks_like_tls {
+        return anyhow!(
+            "{message} (does the server speak TLS? then use an https:// endpoint, with --ca-cert for a private CA)"
+        );
+    }
+    anyhow!("{message}")
 }

@@ -49,6 +49,8 @@ pub struct EmbeddedConfig {
 #[derive(Debug)]
 pub struct Embedded {
     pub grpc_addr: SocketAddr,
+    /// Whether the gRPC API speaks TLS.
+    pub grpc_tls: bool,
     pub http01_addr: SocketAddr,
     pub admin_token_path: PathBuf,
     /// The admin token, when this start created it.
@@ -73,6 +75,17 @@ pub async fn start(config: EmbeddedConfig, clock: Arc<dyn Clock>) -> anyhow::Res
             .to_string_lossy()
             .into_owned()
     });
+    // Settings that can be checked without the database come first, so a bad
+    // file stops the start before anything is written.
+    let grpc_tls = match &config.grpc_tls {
+        Some((certificate, key)) => Some(load_grpc_tls(certificate, key)?),
+        None => {
+            if !config.grpc_listen.ip().is_loopback() {
+                tracing::warn!(address = %config.grpc_listen, "the gRPC API is plaintext on a non-loopback address: bearer tokens and private keys cross the network unencrypted; set --grpc-tls-cert and --grpc-tls-key");
+            }
+            None
+        }
+    };
     let key_missing = config.master_key.is_none() && !config.master_key_file.exists();
     if key_missing && !config.dev {
         bail!(
@@ -153,15 +166,6 @@ pub async fn start(config: EmbeddedConfig, clock: Arc<dyn Clock>) -> anyhow::Res
         directory_url: config.ca_directory.clone(),
     };
 
-    let grpc_tls = match &config.grpc_tls {
-        Some((certificate, key)) => Some(load_grpc_tls(certificate, key)?),
-        None => {
-            if !config.grpc_listen.ip().is_loopback() {
-                tracing::warn!(address = %config.grpc_listen, "the gRPC API is plaintext on a non-loopback address: bearer tokens and private keys cross the network unencrypted; set --grpc-tls-cert and --grpc-tls-key");
-            }
-            None
-        }
-    };
     let grpc_listener = tokio::net::TcpListener::bind(config.grpc_listen)
         .await
         .with_context(|| format!("binding the gRPC address {}", config.grpc_listen))?;
@@ -169,6 +173,7 @@ pub async fn start(config: EmbeddedConfig, clock: Arc<dyn Clock>) -> anyhow::Res
         .await
         .with_context(|| format!("binding the HTTP-01 address {}", config.http01_listen))?;
     let grpc_addr = grpc_listener.local_addr()?;
+    let grpc_tls_enabled = grpc_tls.is_some();
     let http01_addr = http01_listener.local_addr()?;
 
     let (stop, stopping) = watch::channel(false);
@@ -202,6 +207,7 @@ pub async fn start(config: EmbeddedConfig, clock: Arc<dyn Clock>) -> anyhow::Res
     tracing::info!(%grpc_addr, %http01_addr, directory = %config.ca_directory, "certfleet running");
     Ok(Embedded {
         grpc_addr,
+        grpc_tls: grpc_tls_enabled,
         http01_addr,
         admin_token_path,
         new_admin_token,
@@ -239,7 +245,8 @@ pub async fn run_cli(
     init_tracing(log_format, log_filter)?;
     let embedded = start(config, Arc::new(SystemClock)).await?;
     println!("certfleet is running");
-    println!("  gRPC API:           http://{}", embedded.grpc_addr);
+    let scheme = if embedded.grpc_tls { "https" } else { "http" };
+    println!("  gRPC API:           {scheme}://{}", embedded.grpc_addr);
     println!("  HTTP-01 responder:  http://{}", embedded.http01_addr);
     if let Some(token) = &embedded.new_admin_token {
         println!(

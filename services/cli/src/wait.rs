@@ -137,15 +137,13 @@ fn outcome(certificate: &Certificate, goal: &Goal) -> Option<bool> {
             match status {
                 CertificateStatus::Failed => Some(false),
                 CertificateStatus::Revoked => Some(false),
-                CertificateStatus::Valid => match goal {
-                    Goal::NewSerial(before) if serial == Some(before.as_str()) => {
-                        // Still the old version: a final renewal failure leaves the
-                        // certificate valid with its last error set.
-                        (!certificate.last_error.is_empty() && certificate.next_attempt_at == 0)
-                            .then_some(false)
-                    }
-                    _ => Some(true),
-                },
+                // Still the old version: a renewal that failed for good leaves
+                // the certificate valid (or expired) with its last error set.
+                CertificateStatus::Valid | CertificateStatus::Expired if matches!(goal, Goal::NewSerial(before) if serial == Some(before.as_str())) => {
+                    (!certificate.last_error.is_empty() && certificate.next_attempt_at == 0)
+                        .then_some(false)
+                }
+                CertificateStatus::Valid => Some(true),
                 _ => None,
             }
         }

@@ -208,8 +208,9 @@ impl Store {
     /// Records a failed attempt and gives up the lease. A retryable failure keeps
     /// the order and schedules the next attempt at `next_attempt_at_ms`. A final
     /// failure forgets the order; without an issued version the certificate is
-    /// `failed`; with one it stays `valid` and the renewal is tried again at
-    /// `next_attempt_at_ms` (a back-off), so a failing renewal never loops.
+    /// `failed`; with one it stays `valid` (`expired` once past its expiry) and
+    /// the renewal is tried again at `next_attempt_at_ms` (a back-off), so a
+    /// failing renewal never loops.
     #[expect(clippy::too_many_arguments, reason = "one atomic state change")]
     pub async fn record_failure(
         &self,

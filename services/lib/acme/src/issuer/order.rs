@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use certfleet_core::KeyType;
-use certfleet_store::{AcmeChallenge, Certificate, NewCertificateVersion, new_id};
+use certfleet_store::{AcmeChallenge, Certificate, NewCertificateVersion, StoreError, new_id};
 use certfleet_vault::EncryptionContext;
 use instant_acme::{
     AuthorizationStatus, ChallengeType, Identifier, NewOrder, Order, OrderStatus, RetryPolicy,
@@ -79,9 +79,15 @@ impl Issuer {
         let started = std::time::Instant::now();
         let mut order = self.open_order(certificate).await?;
         let result = self.complete_order(certificate, &mut order, started).await;
-        if result.is_err() {
-            // Stop answering this order's tokens; a resumed order publishes them again.
-            if let Err(error) = self
+        // When the order is given up, stop answering its tokens (a resumed order
+        // publishes them again). Not on a transient error, which is retried at
+        // once while the CA may still be validating, nor on a lost lease, where
+        // another worker is answering them now.
+        let given_up = result.as_ref().is_err_and(|error| {
+            !error.is_transient() && !matches!(error, AcmeError::Store(StoreError::LeaseLost))
+        });
+        if given_up
+            && let Err(error) = self
                 .store
                 .finish_order_challenges(
                     &certificate.organization_id,
@@ -90,9 +96,8 @@ impl Issuer {
                     self.clock.now_ms(),
                 )
                 .await
-            {
-                tracing::warn!(certificate_id = %certificate.id, %error, "cannot close the order's challenges");
-            }
+        {
+            tracing::warn!(certificate_id = %certificate.id, %error, "cannot close the order's challenges");
         }
         result
     }

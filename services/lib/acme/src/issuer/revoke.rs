@@ -21,44 +21,70 @@ impl Issuer {
         certificate_id: &str,
         reason: &str,
     ) -> Result<(), AcmeError> {
-        let Some(certificate) = self
+        let certificate = match self
             .lease_for_revocation(organization_id, certificate_id)
-            .await?
-        else {
-            return Ok(());
+            .await
+        {
+            Ok(Some(certificate)) => certificate,
+            Ok(None) => return Ok(()),
+            Err(error) => {
+                self.note_revocation_failure(organization_id, certificate_id, &error)
+                    .await?;
+                return Err(error);
+            }
         };
         let keeper = self.keep_lease(organization_id, certificate_id);
         let result = self.revoke_leased(&certificate, reason).await;
         keeper.abort();
         if let Err(error) = &result {
-            let now = self.clock.now_ms();
-            let message = format!(
-                "revocation failed: {error}; the certificate is still valid, ask again with `certfleet cert revoke`"
-            );
-            let effects = Effects {
-                outbox: vec![
-                    EventBuilder::new(
-                        EventType::Failed,
-                        organization_id,
-                        certificate_id,
-                        certificate.name_list(),
-                        now,
-                    )
-                    .error(&message)
-                    .reason("revocation")
-                    .to_outbox(),
-                ],
-                audit: Vec::new(),
-            };
-            self.store
-                .record_error_note(organization_id, certificate_id, &message, now, effects)
+            self.note_revocation_failure(organization_id, certificate_id, error)
                 .await?;
-            self.relay.wake();
         }
         self.store
             .release_certificate_lease(organization_id, certificate_id, &self.owner)
             .await?;
         result
+    }
+
+    /// Puts a failed revocation on the certificate and in a `failed` event, so
+    /// the caller learns of it (the certificate stays valid).
+    async fn note_revocation_failure(
+        &self,
+        organization_id: &str,
+        certificate_id: &str,
+        error: &AcmeError,
+    ) -> Result<(), AcmeError> {
+        let Some(certificate) = self
+            .store
+            .get_certificate(organization_id, certificate_id)
+            .await?
+        else {
+            return Ok(());
+        };
+        let now = self.clock.now_ms();
+        let message = format!(
+            "revocation failed: {error}; the certificate is still valid, ask again with `certfleet cert revoke`"
+        );
+        let effects = Effects {
+            outbox: vec![
+                EventBuilder::new(
+                    EventType::Failed,
+                    organization_id,
+                    certificate_id,
+                    certificate.name_list(),
+                    now,
+                )
+                .error(&message)
+                .reason("revocation")
+                .to_outbox(),
+            ],
+            audit: Vec::new(),
+        };
+        self.store
+            .record_error_note(organization_id, certificate_id, &message, now, effects)
+            .await?;
+        self.relay.wake();
+        Ok(())
     }
 
     /// Waits (up to two lease lifetimes) for the certificate's lease.
