@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs, when missing, what certfleet's tests need on a Debian machine and
-# starts PostgreSQL (required) and RabbitMQ (optional for now) when they are not
+# starts PostgreSQL and RabbitMQ (both required by the tests) when they are not
 # answering. Idempotent; does next to nothing when everything is already there.
 #
 #   deploy/local/install-deps.sh [--bench]
@@ -60,6 +60,10 @@ need curl curl
 need openssl openssl
 need ca-certificates update-ca-certificates
 need postgresql-client psql
+# RabbitMQ: the bus contract tests need a broker (rabbitmqctl manages their vhosts).
+if ! port_answers 5672 && ! command -v rabbitmq-server >/dev/null 2>&1; then
+    missing+=(rabbitmq-server)
+fi
 fresh_postgresql=false
 if ! compgen -G '/etc/postgresql/*/main' >/dev/null && ! port_answers 5432; then
     missing+=(postgresql)
@@ -133,17 +137,16 @@ if ! port_answers 5432; then
     fi
 fi
 
-# RabbitMQ: not needed by any test yet, so only warn.
+# RabbitMQ: required by the bus contract tests.
 if ! port_answers 5672; then
-    if command -v rabbitmq-server >/dev/null 2>&1; then
-        log "starting RabbitMQ"
-        as_root rabbitmq-server -detached >/dev/null 2>&1 || true
-        for _ in $(seq 1 300); do
-            port_answers 5672 && break
-            sleep 0.1
-        done
-        port_answers 5672 || log "warning: RabbitMQ did not answer on 127.0.0.1:5672 within 30 s"
-    else
-        log "warning: RabbitMQ is not installed (not needed yet)"
-    fi
+    log "starting RabbitMQ"
+    as_root rabbitmq-server -detached >/dev/null 2>&1 || true
+    for _ in $(seq 1 600); do
+        port_answers 5672 && break
+        sleep 0.1
+    done
+    port_answers 5672 || {
+        log "RabbitMQ did not answer on 127.0.0.1:5672 within 60 s"
+        exit 1
+    }
 fi

@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use certfleet_acme::{AcmeConfig, Issuer, IssuerPool, Scheduler, SchedulerConfig, SelfCheckConfig};
 use certfleet_api::ApiState;
-use certfleet_bus::{InProcessBus, OutboxRelay};
+use certfleet_bus::{InProcessBus, InProcessJobs, OutboxRelay};
 use certfleet_core::{Clock, SystemClock};
 use certfleet_store::Store;
 use certfleet_vault::{LocalMasterKey, Vault};
@@ -129,6 +129,7 @@ pub async fn start(config: EmbeddedConfig, clock: Arc<dyn Clock>) -> anyhow::Res
     }
 
     let (bus, jobs) = InProcessBus::new();
+    let jobs = Box::new(InProcessJobs::new(&bus, jobs));
     let relay = OutboxRelay::new(store.clone(), Arc::new(bus.clone()), Duration::from_secs(1))
         .with_owner(owner.clone());
     let acme = AcmeConfig {

@@ -1,6 +1,6 @@
 //! Real parts for integration tests: a throwaway Pebble ACME CA with
-//! pebble-challtestsrv as its resolver, a fresh PostgreSQL database per test,
-//! and the location of `grpcurl`.
+//! pebble-challtestsrv as its resolver, a fresh PostgreSQL database and
+//! RabbitMQ vhost per test, and the location of `grpcurl`.
 //!
 //! Everything here drives the programs that `deploy/local/install-deps.sh`
 //! installs; when one is missing the error says to run that script.
@@ -9,10 +9,12 @@ mod database;
 mod listener;
 mod pebble;
 mod process;
+mod rabbitmq;
 
 pub use database::TestDatabase;
 pub use pebble::{Pebble, PebbleOptions};
 pub use process::grpcurl_path;
+pub use rabbitmq::TestVhost;
 
 /// A TCP port on 127.0.0.1 that nothing listened on a moment ago.
 ///

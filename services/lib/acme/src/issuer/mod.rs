@@ -6,12 +6,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use certfleet_bus::{EventBuilder, Job, JobKind, OutboxRelay};
+use certfleet_bus::{EventBuilder, Job, JobKind, JobSource, OutboxRelay, RetryTier};
 use certfleet_core::{Clock, renew_at, retry_backoff_ms};
 use certfleet_proto::v1::EventType;
 use certfleet_store::{AuditEntry, Certificate, Effects, NewCertificateVersion, Store, StoreError};
 use certfleet_vault::Vault;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::Semaphore;
 
 mod order;
 mod revoke;
@@ -81,8 +81,9 @@ impl Issuer {
         &self.owner
     }
 
-    /// Runs one job to its end; errors are recorded on the certificate, not returned.
-    pub async fn handle(&self, job: Job) {
+    /// Runs one job to its end. Outcomes, failures included, are recorded on the
+    /// certificate; the error returned (also logged) says whether that worked.
+    pub async fn handle(&self, job: &Job) -> Result<(), AcmeError> {
         let result = match &job.kind {
             JobKind::Issue => self.issue(&job.organization_id, &job.certificate_id).await,
             JobKind::Revoke { reason } => {
@@ -90,7 +91,7 @@ impl Issuer {
                     .await
             }
         };
-        if let Err(error) = result {
+        if let Err(error) = &result {
             tracing::warn!(
                 organization_id = %job.organization_id,
                 certificate_id = %job.certificate_id,
@@ -98,6 +99,7 @@ impl Issuer {
                 "job failed"
             );
         }
+        result
     }
 
     async fn issue(&self, organization_id: &str, certificate_id: &str) -> Result<(), AcmeError> {
@@ -327,15 +329,24 @@ impl Issuer {
 pub struct IssuerPool;
 
 impl IssuerPool {
-    pub async fn run(issuer: Issuer, mut jobs: mpsc::UnboundedReceiver<Job>, concurrency: usize) {
+    /// Takes jobs from `jobs` until it closes, at most `concurrency` at a time.
+    /// A job is settled only after its outcome is in the database: acked, or
+    /// put back for later when the database could not be written.
+    pub async fn run(issuer: Issuer, mut jobs: Box<dyn JobSource>, concurrency: usize) {
         let permits = Arc::new(Semaphore::new(concurrency.max(1)));
-        while let Some(job) = jobs.recv().await {
+        while let Some(delivery) = jobs.next().await {
             let Ok(permit) = permits.clone().acquire_owned().await else {
                 return;
             };
             let issuer = issuer.clone();
             tokio::spawn(async move {
-                issuer.handle(job).await;
+                let settled = match issuer.handle(&delivery.job).await {
+                    Err(AcmeError::Store(_)) => delivery.retry_later(RetryTier::Short).await,
+                    Ok(()) | Err(_) => delivery.ack().await,
+                };
+                if let Err(error) = settled {
+                    tracing::warn!(%error, "cannot settle a job; the broker delivers it again");
+                }
                 drop(permit);
             });
         }
