@@ -27,6 +27,9 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 pub use certfleet_testkit;
+pub use roles::{RoleProcess, role_binary};
+
+mod roles;
 
 pub type Certificates = CertificateServiceClient<InterceptedService<Channel, Bearer>>;
 pub type Organizations = OrganizationServiceClient<InterceptedService<Channel, Bearer>>;

@@ -21,6 +21,7 @@ if ! cargo nextest --version >/dev/null 2>&1; then
 fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
-# The end-to-end tests run the `certfleet` binary itself (crash and restart).
-cargo build -p certfleet
+# The end-to-end tests run the `certfleet` binary itself (crash and restart)
+# and the four binaries of the distributed mode.
+cargo build -p certfleet -p certfleet-api-bin -p certfleet-responder-bin -p certfleet-issuer -p certfleet-scheduler
 cargo nextest run --workspace --no-fail-fast "$@"

@@ -4,6 +4,7 @@
 
 mod binary;
 mod crash;
+mod distributed;
 mod failures;
 mod grpcurl;
 mod issuance;

@@ -340,15 +340,47 @@ impl IssuerPool {
             };
             let issuer = issuer.clone();
             tokio::spawn(async move {
-                let settled = match issuer.handle(&delivery.job).await {
-                    Err(AcmeError::Store(_)) => delivery.retry_later(RetryTier::Short).await,
-                    Ok(()) | Err(_) => delivery.ack().await,
-                };
-                if let Err(error) = settled {
-                    tracing::warn!(%error, "cannot settle a job; the broker delivers it again");
-                }
+                work(&issuer, delivery).await;
                 drop(permit);
             });
         }
+    }
+
+    /// Like [`run`](Self::run), for a process that stops: takes jobs until
+    /// `jobs` closes, then waits up to `grace` for the jobs in flight to be
+    /// settled. Returns how many were still running when the grace ended.
+    pub async fn run_and_drain(
+        issuer: Issuer,
+        jobs: &mut dyn JobSource,
+        concurrency: usize,
+        grace: Duration,
+    ) -> usize {
+        let all = u32::try_from(concurrency.max(1)).unwrap_or(u32::MAX);
+        let permits = Arc::new(Semaphore::new(all as usize));
+        while let Some(delivery) = jobs.next().await {
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                break;
+            };
+            let issuer = issuer.clone();
+            tokio::spawn(async move {
+                work(&issuer, delivery).await;
+                drop(permit);
+            });
+        }
+        match tokio::time::timeout(grace, permits.acquire_many(all)).await {
+            Ok(_) => 0,
+            Err(_) => (all as usize).saturating_sub(permits.available_permits()),
+        }
+    }
+}
+
+/// Runs one job and settles it after its outcome is in the database.
+async fn work(issuer: &Issuer, delivery: certfleet_bus::JobDelivery) {
+    let settled = match issuer.handle(&delivery.job).await {
+        Err(AcmeError::Store(_)) => delivery.retry_later(RetryTier::Short).await,
+        Ok(()) | Err(_) => delivery.ack().await,
+    };
+    if let Err(error) = settled {
+        tracing::warn!(%error, "cannot settle a job; the broker delivers it again");
     }
 }

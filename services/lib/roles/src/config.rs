@@ -1,0 +1,381 @@
+//! The settings of the distributed roles, read once at start-up: an optional
+//! TOML file (`--config`), overridden by `CERTFLEET_*` environment variables,
+//! overridden by flags; then validated for the role, naming the setting at fault.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use certfleet_acme::SelfCheckConfig;
+use serde::Deserialize;
+
+/// Where new certificates come from when no CA is configured.
+const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+
+/// The four distributed roles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Api,
+    Issuer,
+    Scheduler,
+    Responder,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Api => "api",
+            Role::Issuer => "issuer",
+            Role::Scheduler => "scheduler",
+            Role::Responder => "responder",
+        }
+    }
+
+    fn needs_broker(self) -> bool {
+        !matches!(self, Role::Responder)
+    }
+
+    fn needs_master_key(self) -> bool {
+        matches!(self, Role::Api | Role::Issuer)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Every setting, each optional: the file's contents, or what the
+/// environment and flags give. Keys of the file are the flags' names with `_`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub database_url: Option<String>,
+    pub amqp_url: Option<String>,
+    pub master_key: Option<String>,
+    pub master_key_file: Option<PathBuf>,
+    pub ca_directory: Option<String>,
+    pub ca_root: Option<PathBuf>,
+    pub grpc_listen: Option<SocketAddr>,
+    pub grpc_tls_cert: Option<PathBuf>,
+    pub grpc_tls_key: Option<PathBuf>,
+    pub http01_listen: Option<SocketAddr>,
+    pub health_listen: Option<SocketAddr>,
+    pub issuer_concurrency: Option<usize>,
+    /// Seconds.
+    pub scheduler_interval: Option<u64>,
+    pub http01_self_check: Option<bool>,
+    pub http01_self_check_addr: Option<SocketAddr>,
+    /// Seconds.
+    pub http01_self_check_timeout: Option<u64>,
+    pub log: Option<String>,
+    pub log_format: Option<LogFormat>,
+}
+
+macro_rules! override_fields {
+    ($base:ident, $over:ident, $($field:ident),+) => {
+        Settings { $($field: $over.$field.or($base.$field)),+ }
+    };
+}
+
+impl Settings {
+    /// `self` with every setting `over` gives replaced.
+    pub fn overridden_by(self, over: Settings) -> Settings {
+        let base = self;
+        override_fields!(
+            base,
+            over,
+            database_url,
+            amqp_url,
+            master_key,
+            master_key_file,
+            ca_directory,
+            ca_root,
+            grpc_listen,
+            grpc_tls_cert,
+            grpc_tls_key,
+            http01_listen,
+            health_listen,
+            issuer_concurrency,
+            scheduler_interval,
+            http01_self_check,
+            http01_self_check_addr,
+            http01_self_check_timeout,
+            log,
+            log_format
+        )
+    }
+
+    /// Reads a TOML file of settings.
+    pub fn from_file(path: &Path) -> anyhow::Result<Settings> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing the config file {}", path.display()))
+    }
+}
+
+/// Where the master key comes from.
+#[derive(Clone)]
+pub enum MasterKeySource {
+    /// The base64 key itself (`CERTFLEET_MASTER_KEY`).
+    Inline(String),
+    /// A file holding the base64 key (`CERTFLEET_MASTER_KEY_FILE`).
+    File(PathBuf),
+}
+
+impl std::fmt::Debug for MasterKeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MasterKeySource::Inline(_) => f.write_str("Inline(***)"),
+            MasterKeySource::File(path) => f.debug_tuple("File").field(path).finish(),
+        }
+    }
+}
+
+/// The validated settings of one role process.
+#[derive(Clone)]
+pub struct RoleConfig {
+    pub role: Role,
+    /// `<role>-<hostname>-<uuid>`: names this process in leases and outbox
+    /// claims; a new one per start.
+    pub instance_id: String,
+    pub database_url: String,
+    /// Set for every role but the responder.
+    pub amqp_url: Option<String>,
+    /// Set for the api and the issuer.
+    pub master_key: Option<MasterKeySource>,
+    pub ca_directory: String,
+    pub ca_root: Option<PathBuf>,
+    pub grpc_listen: SocketAddr,
+    pub grpc_tls: Option<(PathBuf, PathBuf)>,
+    pub http01_listen: SocketAddr,
+    pub health_listen: Option<SocketAddr>,
+    pub issuer_concurrency: u16,
+    pub scheduler_interval: Duration,
+    pub self_check: SelfCheckConfig,
+    pub log: String,
+    pub log_format: LogFormat,
+}
+
+impl std::fmt::Debug for RoleConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoleConfig")
+            .field("role", &self.role)
+            .field("instance_id", &self.instance_id)
+            .field("master_key", &self.master_key)
+            .field("ca_directory", &self.ca_directory)
+            .field("grpc_listen", &self.grpc_listen)
+            .field("http01_listen", &self.http01_listen)
+            .field("health_listen", &self.health_listen)
+            .field("issuer_concurrency", &self.issuer_concurrency)
+            .field("scheduler_interval", &self.scheduler_interval)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RoleConfig {
+    /// The settings of `file` (when given) overridden by `given` (environment
+    /// and flags), validated for `role`.
+    pub fn load(role: Role, file: Option<&Path>, given: Settings) -> anyhow::Result<RoleConfig> {
+        let from_file = match file {
+            Some(path) => Settings::from_file(path)?,
+            None => Settings::default(),
+        };
+        RoleConfig::validate(role, from_file.overridden_by(given))
+    }
+
+    /// Checks `settings` for `role` and fills in the defaults.
+    pub fn validate(role: Role, settings: Settings) -> anyhow::Result<RoleConfig> {
+        let Some(database_url) = settings.database_url else {
+            bail!(
+                "database_url is not set: give --database-url, CERTFLEET_DATABASE_URL or database_url in the config file (postgres://user:password@host/database)"
+            );
+        };
+        if !(database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")) {
+            bail!(
+                "database_url (CERTFLEET_DATABASE_URL) must be a PostgreSQL URL (postgres://…): the distributed roles share one database; SQLite is only for `certfleet dev` and `certfleet server`"
+            );
+        }
+        let amqp_url = match settings.amqp_url {
+            Some(url) if url.starts_with("amqp://") || url.starts_with("amqps://") => Some(url),
+            Some(_) => bail!(
+                "amqp_url (CERTFLEET_AMQP_URL) must be an AMQP URL: amqp://user:password@host:5672/vhost"
+            ),
+            None if role.needs_broker() => bail!(
+                "amqp_url is not set: the {} needs RabbitMQ; give --amqp-url, CERTFLEET_AMQP_URL or amqp_url in the config file",
+                role.name()
+            ),
+            None => None,
+        };
+        let master_key = match (settings.master_key, settings.master_key_file) {
+            (Some(key), _) if !key.trim().is_empty() => Some(MasterKeySource::Inline(key)),
+            (_, Some(path)) => Some(MasterKeySource::File(path)),
+            _ if role.needs_master_key() => bail!(
+                "no master key: the {} needs CERTFLEET_MASTER_KEY (base64) or CERTFLEET_MASTER_KEY_FILE; the distributed roles never generate one (create it once, e.g. with `certfleet dev`, and give the same key to every api and issuer)",
+                role.name()
+            ),
+            _ => None,
+        };
+        let ca_directory = settings
+            .ca_directory
+            .unwrap_or_else(|| LETS_ENCRYPT.to_owned());
+        if !(ca_directory.starts_with("https://") || ca_directory.starts_with("http://")) {
+            bail!("ca_directory (CERTFLEET_CA_DIRECTORY) must be an http(s) URL: {ca_directory}");
+        }
+        let grpc_tls = match (settings.grpc_tls_cert, settings.grpc_tls_key) {
+            (Some(certificate), Some(key)) => Some((certificate, key)),
+            (None, None) => None,
+            _ => bail!(
+                "grpc_tls_cert and grpc_tls_key (CERTFLEET_GRPC_TLS_CERT, CERTFLEET_GRPC_TLS_KEY) go together"
+            ),
+        };
+        let concurrency = settings.issuer_concurrency.unwrap_or(32);
+        let issuer_concurrency = u16::try_from(concurrency)
+            .ok()
+            .filter(|concurrency| *concurrency > 0)
+            .with_context(|| {
+                format!("issuer_concurrency (CERTFLEET_ISSUER_CONCURRENCY) must be between 1 and 65535, not {concurrency}")
+            })?;
+        let interval = settings.scheduler_interval.unwrap_or(30);
+        if interval == 0 {
+            bail!("scheduler_interval (CERTFLEET_SCHEDULER_INTERVAL) must be at least 1 second");
+        }
+        let self_check_timeout = settings.http01_self_check_timeout.unwrap_or(30);
+        if self_check_timeout == 0 {
+            bail!(
+                "http01_self_check_timeout (CERTFLEET_HTTP01_SELF_CHECK_TIMEOUT) must be at least 1 second"
+            );
+        }
+        let log = settings.log.unwrap_or_else(|| "info".to_owned());
+        tracing_subscriber::EnvFilter::try_new(&log)
+            .with_context(|| format!("log (CERTFLEET_LOG): invalid filter {log:?}"))?;
+        Ok(RoleConfig {
+            role,
+            instance_id: instance_id(role),
+            database_url,
+            amqp_url,
+            master_key,
+            ca_directory,
+            ca_root: settings.ca_root,
+            grpc_listen: settings
+                .grpc_listen
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 50051))),
+            grpc_tls,
+            http01_listen: settings
+                .http01_listen
+                .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 80))),
+            health_listen: settings.health_listen,
+            issuer_concurrency,
+            scheduler_interval: Duration::from_secs(interval),
+            self_check: SelfCheckConfig {
+                enabled: settings.http01_self_check.unwrap_or(true),
+                connect_addr: settings.http01_self_check_addr,
+                timeout: Duration::from_secs(self_check_timeout),
+            },
+            log,
+            log_format: settings.log_format.unwrap_or_default(),
+        })
+    }
+}
+
+/// `<role>-<hostname>-<uuid>`: unique per process, readable in leases.
+fn instance_id(role: Role) -> String {
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned());
+    format!("{}-{hostname}-{}", role.name(), uuid::Uuid::new_v4())
+}
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use super::*;
+
+    fn minimal() -> Settings {
+        Settings {
+            database_url: Some("postgres://certfleet@127.0.0.1/certfleet".to_owned()),
+            amqp_url: Some("amqp://guest:guest@127.0.0.1:5672/%2f".to_owned()),
+            master_key_file: Some(PathBuf::from("/etc/certfleet/master.key")),
+            ..Settings::default()
+        }
+    }
+
+    #[test]
+    fn defaults_fill_in() {
+        let config = RoleConfig::validate(Role::Issuer, minimal()).unwrap();
+        assert_eq!(config.issuer_concurrency, 32);
+        assert_eq!(config.scheduler_interval, Duration::from_secs(30));
+        assert!(config.instance_id.starts_with("issuer-"));
+        assert_ne!(config.instance_id, instance_id(Role::Issuer));
+    }
+
+    #[test]
+    fn sqlite_is_refused_by_name() {
+        let settings = Settings {
+            database_url: Some("sqlite:///tmp/certfleet.db".to_owned()),
+            ..minimal()
+        };
+        let error = RoleConfig::validate(Role::Api, settings).unwrap_err();
+        assert!(error.to_string().contains("database_url"), "{error}");
+    }
+
+    #[test]
+    fn the_master_key_is_required_where_keys_are_sealed() {
+        let settings = Settings {
+            master_key_file: None,
+            ..minimal()
+        };
+        let error = RoleConfig::validate(Role::Issuer, settings.clone()).unwrap_err();
+        assert!(
+            error.to_string().contains("CERTFLEET_MASTER_KEY"),
+            "{error}"
+        );
+        assert!(RoleConfig::validate(Role::Scheduler, settings).is_ok());
+    }
+
+    #[test]
+    fn the_broker_is_optional_only_for_the_responder() {
+        let settings = Settings {
+            amqp_url: None,
+            ..minimal()
+        };
+        assert!(RoleConfig::validate(Role::Responder, settings.clone()).is_ok());
+        let error = RoleConfig::validate(Role::Scheduler, settings).unwrap_err();
+        assert!(error.to_string().contains("amqp_url"), "{error}");
+    }
+
+    #[test]
+    fn the_environment_overrides_the_file() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("certfleet.toml");
+        std::fs::write(
+            &path,
+            "database_url = \"postgres://file/db\"\nissuer_concurrency = 8\nlog_format = \"json\"\n",
+        )
+        .unwrap();
+        let given = Settings {
+            database_url: Some("postgres://env/db".to_owned()),
+            ..minimal()
+        };
+        let config = RoleConfig::load(Role::Issuer, Some(&path), given).unwrap();
+        assert_eq!(config.database_url, "postgres://env/db");
+        assert_eq!(config.issuer_concurrency, 8);
+        assert_eq!(config.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn unknown_file_keys_are_refused() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("certfleet.toml");
+        std::fs::write(&path, "databse_url = \"postgres://x/y\"\n").unwrap();
+        let error = RoleConfig::load(Role::Api, Some(&path), minimal()).unwrap_err();
+        assert!(format!("{error:#}").contains("databse_url"), "{error:#}");
+    }
+}

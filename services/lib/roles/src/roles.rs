@@ -1,0 +1,248 @@
+//! The four roles: each connects, starts its work, runs until SIGTERM/SIGINT
+//! and then shuts down gracefully.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_trait::async_trait;
+use certfleet_acme::{AcmeConfig, Issuer, IssuerPool, Scheduler, SchedulerConfig};
+use certfleet_api::ApiState;
+use certfleet_bus::rabbitmq::{JobQueue, RabbitEvents, RabbitJobs, RabbitPublisher};
+use certfleet_bus::{JobDelivery, JobSource, OutboxRelay};
+use certfleet_core::SystemClock;
+use certfleet_store::Store;
+use tokio::sync::watch;
+
+use crate::config::RoleConfig;
+use crate::runtime::{
+    finish_relay, load_grpc_tls, open_store, open_vault, rabbit_config, serve_health,
+    stop_on_signal, stopped,
+};
+
+/// How long jobs in flight may run on after SIGTERM.
+const ISSUER_GRACE: Duration = Duration::from_secs(30);
+/// How often an idle relay looks at the outbox (it is woken after commits).
+const RELAY_POLL: Duration = Duration::from_secs(1);
+
+/// The gRPC API: ApiState over PostgreSQL, an outbox relay to RabbitMQ, and
+/// watch streams fed from `certfleet.events`. Migrates the database first.
+pub async fn run_api(config: RoleConfig) -> anyhow::Result<()> {
+    let stop = stop_on_signal()?;
+    let tls = match &config.grpc_tls {
+        Some((certificate, key)) => Some(load_grpc_tls(certificate, key)?),
+        None => {
+            if !config.grpc_listen.ip().is_loopback() {
+                tracing::warn!(address = %config.grpc_listen, "the gRPC API is plaintext on a non-loopback address: set grpc_tls_cert and grpc_tls_key unless the network is private");
+            }
+            None
+        }
+    };
+    let store = open_store(&config, true).await?;
+    let vault = open_vault(&config).await?;
+    let rabbit = rabbit_config(&config)?;
+    let publisher = Arc::new(
+        RabbitPublisher::connect(rabbit.clone())
+            .await
+            .context("amqp_url: connecting to rabbitmq")?,
+    );
+    let relay = OutboxRelay::new(store.clone(), publisher.clone(), RELAY_POLL)
+        .with_owner(config.instance_id.clone());
+    let events = RabbitEvents::start(rabbit)
+        .await
+        .context("amqp_url: subscribing to certfleet.events")?;
+    let listener = tokio::net::TcpListener::bind(config.grpc_listen)
+        .await
+        .with_context(|| format!("binding grpc_listen {}", config.grpc_listen))?;
+    // Healthy once everything is connected and bound.
+    let health = serve_health(config.health_listen, stop.clone()).await?;
+    let relay_task = tokio::spawn(relay.clone().run());
+    let api = ApiState {
+        store,
+        vault,
+        relay: relay.clone(),
+        events: Arc::new(events),
+        clock: Arc::new(SystemClock),
+        directory_url: config.ca_directory.clone(),
+    };
+    tracing::info!(instance = %config.instance_id, address = %config.grpc_listen, "certfleet-api running");
+    let served = certfleet_api::serve_with_tls(api, listener, tls, stopped(stop)).await;
+    finish_relay(&relay, relay_task).await;
+    publisher.close().await;
+    if let Some(health) = health {
+        let _ = health.await;
+    }
+    served.context("grpc api")
+}
+
+/// Creates an admin token in the database (migrating it first) and returns it.
+pub async fn create_admin_token(config: &RoleConfig) -> anyhow::Result<String> {
+    let store = open_store(config, true).await?;
+    certfleet_api::create_admin_token(&store, &SystemClock, "certfleet-api --create-admin-token")
+        .await
+        .context("creating the admin token")
+}
+
+/// The ACME worker: jobs from both queues into the issuer pool; on stop, no
+/// new jobs, the ones in flight finish (bounded), leases are released.
+pub async fn run_issuer(config: RoleConfig) -> anyhow::Result<()> {
+    let stop = stop_on_signal()?;
+    let store = open_store(&config, false).await?;
+    let vault = open_vault(&config).await?;
+    let rabbit = rabbit_config(&config)?;
+    let publisher = Arc::new(
+        RabbitPublisher::connect(rabbit.clone())
+            .await
+            .context("amqp_url: connecting to rabbitmq")?,
+    );
+    let relay = OutboxRelay::new(store.clone(), publisher.clone(), RELAY_POLL)
+        .with_owner(config.instance_id.clone());
+    let mut jobs = RabbitJobs::connect(rabbit, &JobQueue::ALL, config.issuer_concurrency)
+        .await
+        .context("amqp_url: consuming the job queues")?;
+    let relay_task = tokio::spawn(relay.clone().run());
+    let health = serve_health(config.health_listen, stop.clone()).await?;
+    let acme = AcmeConfig {
+        ca_root: config.ca_root.clone(),
+        self_check: config.self_check.clone(),
+        ..AcmeConfig::new(config.ca_directory.clone())
+    };
+    let owner = config.instance_id.clone();
+    let issuer = Issuer::new(
+        store.clone(),
+        vault,
+        relay.clone(),
+        Arc::new(SystemClock),
+        acme,
+        owner.clone(),
+    );
+    tracing::info!(instance = %owner, concurrency = config.issuer_concurrency, "certfleet-issuer running");
+    let mut source = UntilStopped {
+        jobs: &mut jobs,
+        stop,
+    };
+    let unfinished = IssuerPool::run_and_drain(
+        issuer,
+        &mut source,
+        usize::from(config.issuer_concurrency),
+        ISSUER_GRACE,
+    )
+    .await;
+    if unfinished > 0 {
+        tracing::warn!(
+            unfinished,
+            "jobs still running after the grace period; they go back to the queue"
+        );
+    }
+    // Leases first, then the connection: a job redelivered to another issuer
+    // must find its certificate free.
+    release_leases(&store, &owner).await;
+    finish_relay(&relay, relay_task).await;
+    jobs.close().await;
+    publisher.close().await;
+    if let Some(health) = health {
+        let _ = health.await;
+    }
+    Ok(())
+}
+
+async fn release_leases(store: &Store, owner: &str) {
+    match store.release_all_leases_of(owner).await {
+        Ok(0) => {}
+        Ok(released) => tracing::info!(released, "released the leases of unfinished jobs"),
+        Err(error) => {
+            tracing::warn!(%error, "cannot release leases; they expire by themselves")
+        }
+    }
+}
+
+/// The job queues until the stop flag is set; then the consumers are
+/// cancelled, and prefetched jobs go back to the queue when the connection closes.
+struct UntilStopped<'a> {
+    jobs: &'a mut RabbitJobs,
+    stop: watch::Receiver<bool>,
+}
+
+#[async_trait]
+impl JobSource for UntilStopped<'_> {
+    async fn next(&mut self) -> Option<JobDelivery> {
+        let next = if *self.stop.borrow() {
+            None
+        } else {
+            tokio::select! {
+                biased;
+                _ = self.stop.wait_for(|stopped| *stopped) => None,
+                delivery = JobSource::next(&mut *self.jobs) => Some(delivery),
+            }
+        };
+        match next {
+            Some(delivery) => delivery,
+            None => {
+                self.jobs.stop().await;
+                None
+            }
+        }
+    }
+}
+
+/// The scheduler: passes at the interval (only the holder of the "scheduler"
+/// lease does work), plus a relay for what the passes queue. A pass in
+/// progress is finished before the process stops.
+pub async fn run_scheduler(config: RoleConfig) -> anyhow::Result<()> {
+    let mut stop = stop_on_signal()?;
+    let store = open_store(&config, false).await?;
+    let rabbit = rabbit_config(&config)?;
+    let publisher = Arc::new(
+        RabbitPublisher::connect(rabbit)
+            .await
+            .context("amqp_url: connecting to rabbitmq")?,
+    );
+    let relay = OutboxRelay::new(store.clone(), publisher.clone(), RELAY_POLL)
+        .with_owner(config.instance_id.clone());
+    let relay_task = tokio::spawn(relay.clone().run());
+    let health = serve_health(config.health_listen, stop.clone()).await?;
+    let scheduler = Scheduler::new(
+        store,
+        relay.clone(),
+        Arc::new(SystemClock),
+        SchedulerConfig {
+            interval: config.scheduler_interval,
+            owner: config.instance_id.clone(),
+        },
+    );
+    tracing::info!(instance = %config.instance_id, interval_seconds = config.scheduler_interval.as_secs(), "certfleet-scheduler running");
+    // Scheduler::run, but stoppable between passes.
+    let mut ticker = tokio::time::interval(config.scheduler_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.wait_for(|stopped| *stopped) => break,
+        }
+        if let Err(error) = scheduler.pass().await {
+            tracing::warn!(%error, "scheduler pass failed");
+        }
+    }
+    finish_relay(&relay, relay_task).await;
+    publisher.close().await;
+    if let Some(health) = health {
+        let _ = health.await;
+    }
+    Ok(())
+}
+
+/// The HTTP-01 responder over the shared database.
+pub async fn run_responder(config: RoleConfig) -> anyhow::Result<()> {
+    let stop = stop_on_signal()?;
+    let store = open_store(&config, false).await?;
+    let listener = tokio::net::TcpListener::bind(config.http01_listen)
+        .await
+        .with_context(|| format!("binding http01_listen {}", config.http01_listen))?;
+    let health = serve_health(config.health_listen, stop.clone()).await?;
+    tracing::info!(instance = %config.instance_id, address = %config.http01_listen, "certfleet-responder running");
+    let served = certfleet_responder::serve(store, listener, stopped(stop)).await;
+    if let Some(health) = health {
+        let _ = health.await;
+    }
+    served.context("http-01 responder")
+}

@@ -1,0 +1,182 @@
+//! What every role does around its work: logging, the stop signal, the
+//! database (waiting for the schema), the master key, the broker settings,
+//! the health check and a last outbox drain.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use axum::routing::get;
+use certfleet_bus::OutboxRelay;
+use certfleet_bus::rabbitmq::RabbitConfig;
+use certfleet_store::Store;
+use certfleet_vault::{LocalMasterKey, Vault};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic::transport::{Identity, ServerTlsConfig};
+
+use crate::config::{LogFormat, MasterKeySource, RoleConfig};
+
+/// How long a role waits for PostgreSQL (and, but for the api, the schema) at start.
+const DATABASE_WAIT: Duration = Duration::from_secs(60);
+/// How long the last outbox drain may take at shutdown.
+const LAST_DRAIN: Duration = Duration::from_secs(5);
+
+pub fn init_tracing(config: &RoleConfig) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
+        .with_context(|| format!("log (CERTFLEET_LOG): invalid filter {:?}", config.log))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match config.log_format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+    Ok(())
+}
+
+/// A flag that turns true on the first SIGTERM or SIGINT.
+pub fn stop_on_signal() -> anyhow::Result<watch::Receiver<bool>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let (stop, stopping) = watch::channel(false);
+    tokio::spawn(async move {
+        let name = tokio::select! {
+            _ = terminate.recv() => "SIGTERM",
+            _ = interrupt.recv() => "SIGINT",
+        };
+        tracing::info!(signal = name, "stopping");
+        let _ = stop.send(true);
+        // Keep the sender (and so the flag) alive until the process ends.
+        std::future::pending::<()>().await;
+    });
+    Ok(stopping)
+}
+
+/// Completes once the stop flag is set (or its sender is gone).
+pub async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopped| *stopped).await;
+}
+
+/// Connects to PostgreSQL. The api migrates; the other roles wait until the
+/// schema is there (an api starting next to them creates it).
+pub async fn open_store(config: &RoleConfig, migrate: bool) -> anyhow::Result<Store> {
+    let deadline = tokio::time::Instant::now() + DATABASE_WAIT;
+    loop {
+        let attempt = async {
+            let store = Store::connect(&config.database_url).await?;
+            if migrate {
+                let applied = store.migrate().await?;
+                if !applied.is_empty() {
+                    tracing::info!(?applied, "database migrated");
+                }
+            } else {
+                // Any query on a migrated table: fails until the schema exists.
+                store.has_organizations().await?;
+            }
+            Ok::<_, certfleet_store::StoreError>(store)
+        };
+        match attempt.await {
+            Ok(store) => return Ok(store),
+            Err(error) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(%error, "database not ready; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(error) => {
+                return Err(error).with_context(|| {
+                    if migrate {
+                        "database_url: cannot reach or migrate the database".to_owned()
+                    } else {
+                        format!(
+                            "database_url: no usable certfleet schema after {} s (start a certfleet-api first: it migrates)",
+                            DATABASE_WAIT.as_secs()
+                        )
+                    }
+                });
+            }
+        }
+    }
+}
+
+pub async fn open_vault(config: &RoleConfig) -> anyhow::Result<Vault> {
+    let key = match &config.master_key {
+        Some(MasterKeySource::Inline(encoded)) => {
+            LocalMasterKey::from_base64(encoded.trim()).context("CERTFLEET_MASTER_KEY")?
+        }
+        Some(MasterKeySource::File(path)) => LocalMasterKey::load_file(path)
+            .await
+            .with_context(|| format!("CERTFLEET_MASTER_KEY_FILE {}", path.display()))?,
+        None => bail!("no master key: set CERTFLEET_MASTER_KEY or CERTFLEET_MASTER_KEY_FILE"),
+    };
+    Ok(Vault::new(Arc::new(key)))
+}
+
+pub fn rabbit_config(config: &RoleConfig) -> anyhow::Result<RabbitConfig> {
+    let Some(url) = &config.amqp_url else {
+        bail!("amqp_url is not set");
+    };
+    Ok(RabbitConfig::new(url.clone()).with_connection_name(config.instance_id.clone()))
+}
+
+/// The gRPC API's TLS settings, checked now so that a bad file fails the start.
+pub fn load_grpc_tls(certificate: &Path, key: &Path) -> anyhow::Result<ServerTlsConfig> {
+    let certificate_pem = std::fs::read(certificate)
+        .with_context(|| format!("reading grpc_tls_cert {}", certificate.display()))?;
+    let key_pem =
+        std::fs::read(key).with_context(|| format!("reading grpc_tls_key {}", key.display()))?;
+    let config = ServerTlsConfig::new().identity(Identity::from_pem(certificate_pem, key_pem));
+    tonic::transport::Server::builder()
+        .tls_config(config.clone())
+        .with_context(|| {
+            format!(
+                "grpc_tls_cert {} / grpc_tls_key {}: not a usable certificate and key",
+                certificate.display(),
+                key.display()
+            )
+        })?;
+    Ok(config)
+}
+
+/// Serves `GET /healthz` → 200 "ok" until `stop`; nothing when no address is set.
+pub async fn serve_health(
+    address: Option<SocketAddr>,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<Option<JoinHandle<()>>> {
+    let Some(address) = address else {
+        return Ok(None);
+    };
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("binding health_listen {address}"))?;
+    let router = axum::Router::new().route("/healthz", get(|| async { "ok" }));
+    tracing::info!(%address, "health check listening");
+    Ok(Some(tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, router)
+            .with_graceful_shutdown(stopped(stop))
+            .await
+        {
+            tracing::warn!(%error, "health check stopped");
+        }
+    })))
+}
+
+/// Stops the relay's loop and publishes what is left in the outbox, briefly;
+/// anything not published now is published by another relay.
+pub async fn finish_relay(relay: &OutboxRelay, task: JoinHandle<()>) {
+    task.abort();
+    let _ = task.await;
+    match tokio::time::timeout(LAST_DRAIN, relay.drain()).await {
+        Ok(Ok(published)) if published > 0 => {
+            tracing::info!(published, "outbox drained at shutdown");
+        }
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "last outbox drain failed; another relay publishes the rest")
+        }
+        Err(_) => tracing::warn!("last outbox drain timed out; another relay publishes the rest"),
+    }
+}

@@ -1,0 +1,6 @@
+//! `certfleet-scheduler`: renewals, expiry and reconcile of the distributed mode (see `--help`).
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    certfleet_roles::main::<certfleet_roles::SchedulerCli>().await
+}
