@@ -11,6 +11,12 @@ use certfleet_store::{Effects, Store, StoreError};
 
 /// Certificates handled per pass and query.
 const BATCH: i64 = 500;
+/// The lease that makes one scheduler the active one.
+const LEADER_LEASE_NAME: &str = "scheduler";
+/// How long the active scheduler's lease lasts without renewal.
+const LEADER_LEASE: Duration = Duration::from_secs(15);
+/// How often the lease is taken or renewed.
+const HEARTBEAT: Duration = Duration::from_secs(5);
 /// Re-queued work is not queued again before this.
 const REQUEUE_AFTER: Duration = Duration::from_secs(120);
 
@@ -61,17 +67,38 @@ impl Scheduler {
         }
     }
 
+    /// Takes or renews the scheduler lease; true while this instance leads.
+    /// Leases are coordinated in real time (system clock), not business time.
+    pub async fn lead(&self) -> Result<bool, StoreError> {
+        let now = unix_ms();
+        self.store
+            .acquire_named_lease(
+                LEADER_LEASE_NAME,
+                &self.config.owner,
+                now,
+                now + LEADER_LEASE.as_millis() as i64,
+            )
+            .await
+    }
+
+    /// Gives the lease up (at shutdown), so a standby takes over at once.
+    pub async fn resign(&self) -> Result<(), StoreError> {
+        self.store
+            .release_named_lease(LEADER_LEASE_NAME, &self.config.owner)
+            .await
+    }
+
     /// One pass, if this instance holds the scheduler lease.
     pub async fn pass(&self) -> Result<PassReport, StoreError> {
-        let now = self.clock.now_ms();
-        let lease_until = now + (self.config.interval * 3).as_millis() as i64;
-        if !self
-            .store
-            .acquire_named_lease("scheduler", &self.config.owner, now, lease_until)
-            .await?
-        {
+        if !self.lead().await? {
             return Ok(PassReport::default());
         }
+        self.work().await
+    }
+
+    /// The work of a pass: expiry, due renewals, lost or backed-off work.
+    async fn work(&self) -> Result<PassReport, StoreError> {
+        let now = self.clock.now_ms();
         let mut report = PassReport {
             expired: self.store.mark_expired(now).await?,
             ..PassReport::default()
@@ -117,13 +144,53 @@ impl Scheduler {
 
     /// Runs passes forever at the configured interval.
     pub async fn run(self) {
-        let mut ticker = tokio::time::interval(self.config.interval);
+        self.run_until(std::future::pending()).await;
+    }
+
+    /// Runs until `stop` completes, then resigns. Every heartbeat (at most
+    /// 5 s) the lease is taken or renewed, so a standby takes over within a
+    /// lease (15 s) of the leader's death; the leader works at the interval,
+    /// and at once when it has just become leader. A pass in progress is
+    /// finished before stopping.
+    pub async fn run_until(self, stop: impl std::future::Future<Output = ()>) {
+        let mut ticker = tokio::time::interval(self.config.interval.min(HEARTBEAT));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut stop = std::pin::pin!(stop);
+        let mut last_work: Option<tokio::time::Instant> = None;
+        let mut leading = false;
         loop {
-            ticker.tick().await;
-            if let Err(error) = self.pass().await {
-                tracing::warn!(%error, "scheduler pass failed");
+            tokio::select! {
+                _ = ticker.tick() => {}
+                () = &mut stop => break,
             }
+            let now_leading = match self.lead().await {
+                Ok(leading) => leading,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot take or renew the scheduler lease");
+                    continue;
+                }
+            };
+            if now_leading && !leading {
+                tracing::info!(owner = %self.config.owner, "this scheduler leads now");
+            }
+            let due = last_work.is_none_or(|at| at.elapsed() >= self.config.interval);
+            if now_leading && (due || !leading) {
+                match self.work().await {
+                    Ok(_) => last_work = Some(tokio::time::Instant::now()),
+                    Err(error) => tracing::warn!(%error, "scheduler pass failed"),
+                }
+            }
+            leading = now_leading;
+        }
+        if leading && let Err(error) = self.resign().await {
+            tracing::warn!(%error, "cannot give up the scheduler lease");
         }
     }
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as i64)
+        .unwrap_or(0)
 }

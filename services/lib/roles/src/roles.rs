@@ -189,7 +189,7 @@ impl JobSource for UntilStopped<'_> {
 /// lease does work), plus a relay for what the passes queue. A pass in
 /// progress is finished before the process stops.
 pub async fn run_scheduler(config: RoleConfig) -> anyhow::Result<()> {
-    let mut stop = stop_on_signal()?;
+    let stop = stop_on_signal()?;
     let store = open_store(&config, false).await?;
     let rabbit = rabbit_config(&config)?;
     let publisher = Arc::new(
@@ -211,18 +211,13 @@ pub async fn run_scheduler(config: RoleConfig) -> anyhow::Result<()> {
         },
     );
     tracing::info!(instance = %config.instance_id, interval_seconds = config.scheduler_interval.as_secs(), "certfleet-scheduler running");
-    // Scheduler::run, but stoppable between passes.
-    let mut ticker = tokio::time::interval(config.scheduler_interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = stop.wait_for(|stopped| *stopped) => break,
-        }
-        if let Err(error) = scheduler.pass().await {
-            tracing::warn!(%error, "scheduler pass failed");
-        }
-    }
+    // Stops between passes and gives the lease up, so a standby takes over at once.
+    let mut stopping = stop.clone();
+    scheduler
+        .run_until(async move {
+            let _ = stopping.wait_for(|stopped| *stopped).await;
+        })
+        .await;
     finish_relay(&relay, relay_task).await;
     publisher.close().await;
     if let Some(health) = health {

@@ -38,4 +38,15 @@ impl Store {
             Ok(updated == 1)
         })
     }
+
+    /// Gives up the lease `name` if `owner` holds it.
+    pub async fn release_named_lease(&self, name: &str, owner: &str) -> Result<(), StoreError> {
+        crate::with_conn!(self, |conn| {
+            diesel::delete(leases::table.find(name))
+                .filter(leases::owner.eq(owner))
+                .execute(conn)
+                .await?;
+            Ok(())
+        })
+    }
 }

@@ -20,7 +20,7 @@ use crate::selfcheck::SelfChecker;
 use crate::{AccountCache, AcmeConfig, AcmeError};
 
 /// How long a lease lasts without being extended.
-const LEASE: Duration = Duration::from_secs(60);
+const LEASE: Duration = Duration::from_secs(30);
 /// Quick retries within one attempt for transient errors (bad nonce, dropped connection).
 const TRANSIENT_RETRIES: u32 = 10;
 
