@@ -201,7 +201,11 @@ impl RoleConfig {
             );
         }
         let amqp_url = match settings.amqp_url {
-            Some(url) if url.starts_with("amqp://") || url.starts_with("amqps://") => Some(url),
+            Some(url) if url.starts_with("amqp://") => Some(url),
+            // This build has no TLS for AMQP: refusing beats connecting in clear text.
+            Some(url) if url.starts_with("amqps://") => bail!(
+                "amqp_url (CERTFLEET_AMQP_URL): amqps:// is not supported by this build; use amqp:// on a trusted network or a TLS tunnel to the broker"
+            ),
             Some(_) => bail!(
                 "amqp_url (CERTFLEET_AMQP_URL) must be an AMQP URL: amqp://user:password@host:5672/vhost"
             ),
@@ -349,6 +353,16 @@ mod tests {
         assert!(RoleConfig::validate(Role::Responder, settings.clone()).is_ok());
         let error = RoleConfig::validate(Role::Scheduler, settings).unwrap_err();
         assert!(error.to_string().contains("amqp_url"), "{error}");
+    }
+
+    #[test]
+    fn amqps_is_refused_rather_than_sent_in_clear_text() {
+        let settings = Settings {
+            amqp_url: Some("amqps://guest:guest@broker.example:5671/%2f".to_owned()),
+            ..minimal()
+        };
+        let error = RoleConfig::validate(Role::Issuer, settings).unwrap_err();
+        assert!(error.to_string().contains("amqps://"), "{error}");
     }
 
     #[test]
