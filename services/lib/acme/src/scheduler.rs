@@ -17,8 +17,11 @@ const LEADER_LEASE_NAME: &str = "scheduler";
 const LEADER_LEASE: Duration = Duration::from_secs(15);
 /// How often the lease is taken or renewed.
 const HEARTBEAT: Duration = Duration::from_secs(5);
-/// Re-queued work is not queued again before this.
-const REQUEUE_AFTER: Duration = Duration::from_secs(120);
+/// Re-queued work is not queued again before this: how long a lost job (a
+/// purged queue, a dropped message) waits to be healed. As long as a
+/// certificate lease, after which a dead worker's work is free again too; a
+/// job queued twice costs only a lease check.
+const REQUEUE_AFTER: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
 pub struct SchedulerConfig {

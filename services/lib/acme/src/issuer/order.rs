@@ -32,13 +32,12 @@ impl Issuer {
                 // A processing or valid order was finalized with a key this process
                 // no longer has: it cannot be finished, so a new order is needed.
                 Ok(mut order) => {
-                    if matches!(
-                        order.state().status,
-                        OrderStatus::Pending | OrderStatus::Ready
-                    ) {
+                    let status = order.state().status;
+                    if matches!(status, OrderStatus::Pending | OrderStatus::Ready) {
                         tracing::info!(certificate_id = %certificate.id, order_url = %url, "resuming order");
                         return Ok(order);
                     }
+                    tracing::warn!(certificate_id = %certificate.id, order_url = %url, ?status, "saved order was finalized with a key that is lost; placing a new one");
                 }
                 Err(error) if error.is_transient() => return Err(error),
                 Err(error) => {
