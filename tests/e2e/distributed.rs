@@ -427,12 +427,11 @@ async fn distributed_roles_survive_kills_disconnects_and_a_purge() {
     assert_eq!(version_orders.len(), CERTIFICATES);
 
     // Pebble saw one order per certificate, plus at most one per lease the
-    // killed issuer held, and no other. An order of the killed issuer is
-    // lost when it died after placing it but before saving its URL, or
-    // after finalizing it: the certificate's private key is generated at
-    // finalize and stored only with the issued version, so a finalized order
-    // cannot be finished by another worker, which places a new one (and
-    // logs "saved order was finalized with a key that is lost").
+    // killed issuer held, and no other. Every order whose URL was saved is
+    // finished by whoever takes the certificate over, even after its finalize
+    // (the key is sealed and saved before it). The only order that can be
+    // lost is one the killed issuer placed but died before saving: the CA
+    // answered, the database never heard of it.
     let pebble_orders: HashSet<String> = std::fs::read_to_string(&pebble_log)
         .unwrap()
         .split("Added order \"")
@@ -459,16 +458,19 @@ async fn distributed_roles_survive_kills_disconnects_and_a_purge() {
         }
     }
     assert!(
+        finalized.is_empty(),
+        "orders the killed issuer had saved were not finished but ordered again: {finalized:?}\n{}",
+        all_logs(&processes, &pebble_log)
+    );
+    assert!(
         extra.len() <= held,
         "{} orders beyond one per certificate, but the killed issuer held only {held} leases: {}",
         extra.len(),
         all_logs(&processes, &pebble_log)
     );
     phase(&format!(
-        "{} ACME orders: one per certificate, plus {} the killed issuer had finalized \
-         and {} it had placed but not saved",
+        "{} ACME orders: one per certificate, plus {} the killed issuer had placed but not saved",
         pebble_orders.len(),
-        finalized.len(),
         unsaved.len()
     ));
 

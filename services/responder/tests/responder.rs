@@ -79,6 +79,7 @@ async fn answers_pending_tokens_only() {
         not_after: None,
         pending_order_url: None,
         pending_reason: None,
+        pending_key_sealed: None,
         lease_owner: None,
         lease_until: None,
         deleted_at: None,

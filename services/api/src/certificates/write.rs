@@ -59,6 +59,7 @@ impl CertificateApi {
             not_after: None,
             pending_order_url: None,
             pending_reason: None,
+            pending_key_sealed: None,
             lease_owner: None,
             lease_until: None,
             deleted_at: None,

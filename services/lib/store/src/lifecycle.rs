@@ -117,8 +117,34 @@ impl Store {
                 .set((
                     certificates::status.eq(status),
                     certificates::pending_order_url.eq(pending_order_url),
+                    // A new order: any key saved for the previous one is void.
+                    certificates::pending_key_sealed.eq(None::<Vec<u8>>),
                     certificates::updated_at.eq(now_ms),
                 ))
+                .execute(conn)
+                .await?;
+            if updated == 1 {
+                Ok(())
+            } else {
+                Err(StoreError::LeaseLost)
+            }
+        })
+    }
+
+    /// Saves the sealed key of the order about to be finalized (lease holder
+    /// only), so whoever resumes a finalized order can finish it.
+    pub async fn record_pending_key(
+        &self,
+        organization_id: &str,
+        certificate_id: &str,
+        owner: &str,
+        key_sealed: &[u8],
+    ) -> Result<(), StoreError> {
+        with_conn!(self, |conn| {
+            let updated = diesel::update(certificates::table.find(certificate_id))
+                .filter(certificates::organization_id.eq(organization_id))
+                .filter(certificates::lease_owner.eq(owner))
+                .set(certificates::pending_key_sealed.eq(Some(key_sealed)))
                 .execute(conn)
                 .await?;
             if updated == 1 {
@@ -193,6 +219,7 @@ impl Store {
                     certificates::attempts.eq(0),
                     certificates::last_error.eq(None::<String>),
                     certificates::pending_order_url.eq(None::<String>),
+                    certificates::pending_key_sealed.eq(None::<Vec<u8>>),
                     certificates::pending_reason.eq(None::<String>),
                     certificates::lease_owner.eq(None::<String>),
                     certificates::lease_until.eq(None::<i64>),
@@ -260,6 +287,11 @@ impl Store {
                     certificates::attempts.eq(current.attempts.saturating_add(1)),
                     certificates::next_attempt_at.eq(next_attempt_at),
                     certificates::renew_at.eq(renew_at),
+                    certificates::pending_key_sealed.eq(if final_failure {
+                        None
+                    } else {
+                        current.pending_key_sealed.clone()
+                    }),
                     certificates::pending_order_url.eq(pending_order_url),
                     certificates::lease_owner.eq(None::<String>),
                     certificates::lease_until.eq(None::<i64>),
@@ -304,6 +336,7 @@ impl Store {
                     certificates::renew_at.eq(None::<i64>),
                     certificates::next_attempt_at.eq(None::<i64>),
                     certificates::pending_order_url.eq(None::<String>),
+                    certificates::pending_key_sealed.eq(None::<Vec<u8>>),
                     certificates::last_error.eq(None::<String>),
                     certificates::lease_owner.eq(None::<String>),
                     certificates::lease_until.eq(None::<i64>),

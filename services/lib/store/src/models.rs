@@ -77,6 +77,8 @@ pub struct Certificate {
     pub not_after: Option<i64>,
     pub pending_order_url: Option<String>,
     pub pending_reason: Option<String>,
+    /// Vault-sealed key of the order being finalized (see `record_pending_key`).
+    pub pending_key_sealed: Option<Vec<u8>>,
     pub lease_owner: Option<String>,
     pub lease_until: Option<i64>,
     pub deleted_at: Option<i64>,

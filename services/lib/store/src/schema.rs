@@ -62,6 +62,7 @@ diesel::table! {
         not_after -> Nullable<BigInt>,
         pending_order_url -> Nullable<Text>,
         pending_reason -> Nullable<Text>,
+        pending_key_sealed -> Nullable<Binary>,
         lease_owner -> Nullable<Text>,
         lease_until -> Nullable<BigInt>,
         deleted_at -> Nullable<BigInt>,

@@ -29,15 +29,24 @@ impl Issuer {
         let timeout = self.config.request_timeout;
         if let Some(url) = &certificate.pending_order_url {
             match acme_call!("resuming the order", timeout, account.order(url.clone())) {
-                // A processing or valid order was finalized with a key this process
-                // no longer has: it cannot be finished, so a new order is needed.
                 Ok(mut order) => {
                     let status = order.state().status;
-                    if matches!(status, OrderStatus::Pending | OrderStatus::Ready) {
-                        tracing::info!(certificate_id = %certificate.id, order_url = %url, "resuming order");
+                    // A finalized order can be finished only with the key saved
+                    // before its finalize.
+                    let finishable = match status {
+                        OrderStatus::Pending | OrderStatus::Ready => true,
+                        OrderStatus::Processing | OrderStatus::Valid => {
+                            certificate.pending_key_sealed.is_some()
+                        }
+                        OrderStatus::Invalid => false,
+                    };
+                    if finishable {
+                        tracing::info!(certificate_id = %certificate.id, order_url = %url, ?status, "resuming order");
                         return Ok(order);
                     }
-                    tracing::warn!(certificate_id = %certificate.id, order_url = %url, ?status, "saved order was finalized with a key that is lost; placing a new one");
+                    if status != OrderStatus::Invalid {
+                        tracing::warn!(certificate_id = %certificate.id, order_url = %url, ?status, "saved order was finalized with a key that is lost; placing a new one");
+                    }
                 }
                 Err(error) if error.is_transient() => return Err(error),
                 Err(error) => {
@@ -113,6 +122,83 @@ impl Issuer {
             tracing::debug!(certificate_id = %certificate.id, phase = name, elapsed_ms = started.elapsed().as_millis() as u64, "issuance progress");
         };
         phase("order open");
+        let key_type = KeyType::parse("key_type", &certificate.key_type)
+            .map_err(|error| AcmeError::Key(error.to_string()))?;
+        let context = EncryptionContext::private_key(&certificate.organization_id, &certificate.id);
+        let timeout = self.config.request_timeout;
+        let policy = self.retry_policy();
+        let finalized = matches!(
+            order.state().status,
+            OrderStatus::Processing | OrderStatus::Valid
+        );
+        let (key_pem, key_sealed) = match (&certificate.pending_key_sealed, finalized) {
+            // Resumed after its finalize: the key was saved before it.
+            (Some(sealed), true) => (self.vault.open(&context, sealed).await?, sealed.clone()),
+            _ => {
+                self.validate(certificate, order, &phase).await?;
+                let key = generate_key(key_type)?;
+                let csr = csr_der(&certificate.name_list(), &key)?;
+                let pem = key_pem(&key);
+                let sealed = self.vault.seal(&context, pem.as_bytes()).await?;
+                // Saved before the CA is asked, so a crash after it loses no key.
+                self.store
+                    .record_pending_key(
+                        &certificate.organization_id,
+                        &certificate.id,
+                        &self.owner,
+                        &sealed,
+                    )
+                    .await?;
+                phase("key generated");
+                acme_call!("finalizing the order", timeout, order.finalize_csr(&csr))?;
+                phase("finalized");
+                (zeroize::Zeroizing::new(pem.as_bytes().to_vec()), sealed)
+            }
+        };
+        // A fast CA has the certificate ready by now: fetch it without the first poll delay.
+        let chain = match acme_call!("downloading the certificate", timeout, order.certificate())? {
+            Some(chain) => chain,
+            None => acme_call!(
+                "downloading the certificate",
+                self.config.order_timeout,
+                order.poll_certificate(&policy)
+            )?,
+        };
+        phase("certificate downloaded");
+        let parsed = parse_chain(&chain)?;
+        let key_text = std::str::from_utf8(&key_pem)
+            .map_err(|_| AcmeError::Key("the saved key is not PEM text".to_owned()))?;
+        let key = rcgen::KeyPair::from_pem(key_text)
+            .map_err(|error| AcmeError::Key(format!("the saved key cannot be read: {error}")))?;
+        if parsed.public_key_der != rcgen::PublicKeyData::subject_public_key_info(&key) {
+            return Err(AcmeError::BadCertificate(
+                "the certificate does not match the key it was requested for".to_owned(),
+            ));
+        }
+        Ok(Issued {
+            version: NewCertificateVersion {
+                id: new_id(),
+                serial: parsed.serial,
+                fingerprint_sha256: parsed.fingerprint_sha256,
+                not_before: parsed.not_before_ms,
+                not_after: parsed.not_after_ms,
+                leaf_pem: parsed.leaf_pem,
+                chain_pem: parsed.chain_pem,
+                key_sealed,
+                key_type: key_type.as_str().to_owned(),
+                order_url: order.url().to_owned(),
+            },
+        })
+    }
+
+    /// Answers the challenges of a pending order and waits until the CA has
+    /// validated it (ready), closing the challenges either way.
+    async fn validate(
+        &self,
+        certificate: &Certificate,
+        order: &mut Order,
+        phase: &impl Fn(&'static str),
+    ) -> Result<(), AcmeError> {
         if order.state().status == OrderStatus::Pending {
             self.answer_challenges(certificate, order).await?;
             phase("challenges answered");
@@ -140,48 +226,7 @@ impl Issuer {
         if status == OrderStatus::Invalid {
             return Err(self.explain_invalid(order).await);
         }
-        let key_type = KeyType::parse("key_type", &certificate.key_type)
-            .map_err(|error| AcmeError::Key(error.to_string()))?;
-        let key = generate_key(key_type)?;
-        let names = certificate.name_list();
-        let csr = csr_der(&names, &key)?;
-        let timeout = self.config.request_timeout;
-        phase("key generated");
-        acme_call!("finalizing the order", timeout, order.finalize_csr(&csr))?;
-        phase("finalized");
-        // A fast CA has the certificate ready by now: fetch it without the first poll delay.
-        let chain = match acme_call!("downloading the certificate", timeout, order.certificate())? {
-            Some(chain) => chain,
-            None => acme_call!(
-                "downloading the certificate",
-                self.config.order_timeout,
-                order.poll_certificate(&policy)
-            )?,
-        };
-        phase("certificate downloaded");
-        let parsed = parse_chain(&chain)?;
-        if parsed.public_key_der != rcgen::PublicKeyData::subject_public_key_info(&key) {
-            return Err(AcmeError::BadCertificate(
-                "the certificate does not match the key it was requested for".to_owned(),
-            ));
-        }
-        let pem = key_pem(&key);
-        let context = EncryptionContext::private_key(&certificate.organization_id, &certificate.id);
-        let key_sealed = self.vault.seal(&context, pem.as_bytes()).await?;
-        Ok(Issued {
-            version: NewCertificateVersion {
-                id: new_id(),
-                serial: parsed.serial,
-                fingerprint_sha256: parsed.fingerprint_sha256,
-                not_before: parsed.not_before_ms,
-                not_after: parsed.not_after_ms,
-                leaf_pem: parsed.leaf_pem,
-                chain_pem: parsed.chain_pem,
-                key_sealed,
-                key_type: key_type.as_str().to_owned(),
-                order_url: order.url().to_owned(),
-            },
-        })
+        Ok(())
     }
 
     /// HTTP-01 for every pending authorization: publish, self-check, tell the CA.

@@ -57,6 +57,7 @@ pub fn certificate(organization_id: &str, names: &[&str], created_at: i64) -> Ce
         not_after: None,
         pending_order_url: None,
         pending_reason: None,
+        pending_key_sealed: None,
         lease_owner: None,
         lease_until: None,
         deleted_at: None,
