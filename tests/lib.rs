@@ -393,6 +393,29 @@ impl DevProcess {
         Ok(process)
     }
 
+    /// Like [`DevProcess::spawn`] on a free loopback port for gRPC, picking
+    /// another when the port was taken between the pick and the bind (tests
+    /// run in parallel).
+    pub async fn spawn_on_free_port(
+        pebble: &Pebble,
+        data_dir: &Path,
+        self_check_addr: SocketAddr,
+        log_name: &str,
+    ) -> anyhow::Result<DevProcess> {
+        let mut last_error = None;
+        for _ in 0..5 {
+            let grpc = SocketAddr::from(([127, 0, 0, 1], certfleet_testkit::free_port()));
+            match DevProcess::spawn(pebble, data_dir, grpc, self_check_addr, log_name).await {
+                Ok(process) => return Ok(process),
+                Err(error) if format!("{error:#}").contains("binding the gRPC address") => {
+                    last_error = Some(error);
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| anyhow::anyhow!("no free port")))
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }

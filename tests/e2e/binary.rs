@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt as _;
 use std::time::Duration;
 
-use certfleet_e2e::certfleet_testkit::{Pebble, PebbleOptions, free_port};
+use certfleet_e2e::certfleet_testkit::{Pebble, PebbleOptions};
 use certfleet_e2e::{DevProcess, certfleet_binary, organization};
 
 fn cli(grpc: SocketAddr, token: &str, arguments: &[&str]) -> std::process::Output {
@@ -22,11 +22,11 @@ async fn cli_requests_downloads_and_reports_bad_input() {
     let pebble = Pebble::start(PebbleOptions::default()).await.unwrap();
     let root = tempfile::tempdir().unwrap();
     let data_dir = root.path().join("data");
-    let grpc = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let http01 = SocketAddr::from(([127, 0, 0, 1], pebble.http01_port()));
-    let process = DevProcess::spawn(&pebble, &data_dir, grpc, http01, "cli.log")
+    let process = DevProcess::spawn_on_free_port(&pebble, &data_dir, http01, "cli.log")
         .await
         .unwrap();
+    let grpc = process.grpc;
     let admin_path = data_dir.join("admin-token");
     assert_eq!(
         std::fs::metadata(&admin_path).unwrap().permissions().mode() & 0o777,

@@ -14,12 +14,12 @@ async fn a_killed_order_is_resumed_after_restart() {
     let pebble = Pebble::start(PebbleOptions::default()).await.unwrap();
     let root = tempfile::tempdir().unwrap();
     let data_dir = root.path().join("data");
-    let grpc = SocketAddr::from(([127, 0, 0, 1], free_port()));
     // The self-check first points at a closed port, so the order waits after it was placed.
     let nowhere = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let mut first = DevProcess::spawn(&pebble, &data_dir, grpc, nowhere, "first.log")
+    let mut first = DevProcess::spawn_on_free_port(&pebble, &data_dir, nowhere, "first.log")
         .await
         .unwrap();
+    let grpc = first.grpc;
     let admin = std::fs::read_to_string(data_dir.join("admin-token")).unwrap();
     let (write, _) = organization(grpc, &admin, "crash").await;
     let mut client = certfleet_e2e::certificates(grpc, &write).await;

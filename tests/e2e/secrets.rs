@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use certfleet_e2e::certfleet_testkit::{Pebble, PebbleOptions, free_port};
+use certfleet_e2e::certfleet_testkit::{Pebble, PebbleOptions};
 use certfleet_e2e::{DevProcess, bundle, is_valid, organization, request, wait_for};
 use certfleet_proto::v1::{
     self as pb, DeleteCertificateRequest, RenewCertificateRequest, RevokeCertificateRequest,
@@ -43,11 +43,11 @@ async fn no_private_key_in_plaintext_anywhere() {
     let pebble = Pebble::start(PebbleOptions::default()).await.unwrap();
     let root = tempfile::tempdir().unwrap();
     let data_dir = root.path().join("data");
-    let grpc = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let http01 = SocketAddr::from(([127, 0, 0, 1], pebble.http01_port()));
-    let mut process = DevProcess::spawn(&pebble, &data_dir, grpc, http01, "certfleet.log")
+    let mut process = DevProcess::spawn_on_free_port(&pebble, &data_dir, http01, "certfleet.log")
         .await
         .unwrap();
+    let grpc = process.grpc;
     let admin = std::fs::read_to_string(data_dir.join("admin-token")).unwrap();
     let (write, bundle_token) = organization(grpc, &admin, "secrets").await;
     let mut client = certfleet_e2e::certificates(grpc, &write).await;

@@ -16,8 +16,8 @@ use tokio::sync::watch;
 
 use crate::config::RoleConfig;
 use crate::runtime::{
-    finish_relay, load_grpc_tls, open_store, open_vault, rabbit_config, serve_health,
-    stop_on_signal, stopped,
+    connect_broker, finish_relay, load_grpc_tls, open_store, open_vault, rabbit_config,
+    serve_health, stop_on_signal, stopped,
 };
 
 /// How long jobs in flight may run on after SIGTERM.
@@ -42,15 +42,17 @@ pub async fn run_api(config: RoleConfig) -> anyhow::Result<()> {
     let vault = open_vault(&config).await?;
     let rabbit = rabbit_config(&config)?;
     let publisher = Arc::new(
-        RabbitPublisher::connect(rabbit.clone())
-            .await
-            .context("amqp_url: connecting to rabbitmq")?,
+        connect_broker("connecting to rabbitmq", || {
+            RabbitPublisher::connect(rabbit.clone())
+        })
+        .await?,
     );
     let relay = OutboxRelay::new(store.clone(), publisher.clone(), RELAY_POLL)
         .with_owner(config.instance_id.clone());
-    let events = RabbitEvents::start(rabbit)
-        .await
-        .context("amqp_url: subscribing to certfleet.events")?;
+    let events = connect_broker("subscribing to certfleet.events", || {
+        RabbitEvents::start(rabbit.clone())
+    })
+    .await?;
     let listener = tokio::net::TcpListener::bind(config.grpc_listen)
         .await
         .with_context(|| format!("binding grpc_listen {}", config.grpc_listen))?;
@@ -91,15 +93,17 @@ pub async fn run_issuer(config: RoleConfig) -> anyhow::Result<()> {
     let vault = open_vault(&config).await?;
     let rabbit = rabbit_config(&config)?;
     let publisher = Arc::new(
-        RabbitPublisher::connect(rabbit.clone())
-            .await
-            .context("amqp_url: connecting to rabbitmq")?,
+        connect_broker("connecting to rabbitmq", || {
+            RabbitPublisher::connect(rabbit.clone())
+        })
+        .await?,
     );
     let relay = OutboxRelay::new(store.clone(), publisher.clone(), RELAY_POLL)
         .with_owner(config.instance_id.clone());
-    let mut jobs = RabbitJobs::connect(rabbit, &JobQueue::ALL, config.issuer_concurrency)
-        .await
-        .context("amqp_url: consuming the job queues")?;
+    let mut jobs = connect_broker("consuming the job queues", || {
+        RabbitJobs::connect(rabbit.clone(), &JobQueue::ALL, config.issuer_concurrency)
+    })
+    .await?;
     let relay_task = tokio::spawn(relay.clone().run());
     let health = serve_health(config.health_listen, stop.clone()).await?;
     let acme = AcmeConfig {
@@ -193,9 +197,10 @@ pub async fn run_scheduler(config: RoleConfig) -> anyhow::Result<()> {
     let store = open_store(&config, false).await?;
     let rabbit = rabbit_config(&config)?;
     let publisher = Arc::new(
-        RabbitPublisher::connect(rabbit)
-            .await
-            .context("amqp_url: connecting to rabbitmq")?,
+        connect_broker("connecting to rabbitmq", || {
+            RabbitPublisher::connect(rabbit.clone())
+        })
+        .await?,
     );
     let relay = OutboxRelay::new(store.clone(), publisher.clone(), RELAY_POLL)
         .with_owner(config.instance_id.clone());

@@ -21,6 +21,8 @@ use crate::config::{LogFormat, MasterKeySource, RoleConfig};
 
 /// How long a role waits for PostgreSQL (and, but for the api, the schema) at start.
 const DATABASE_WAIT: Duration = Duration::from_secs(60);
+/// How long a role waits for RabbitMQ at start before it gives up.
+const BROKER_WAIT: Duration = Duration::from_secs(120);
 /// How long the last outbox drain may take at shutdown.
 const LAST_DRAIN: Duration = Duration::from_secs(5);
 
@@ -60,6 +62,36 @@ pub fn stop_on_signal() -> anyhow::Result<watch::Receiver<bool>> {
 /// Completes once the stop flag is set (or its sender is gone).
 pub async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|stopped| *stopped).await;
+}
+
+/// Connects to RabbitMQ, waiting with growing pauses (0.5 s doubling to 10 s,
+/// each failure logged) while the broker is down, up to two minutes: a broker
+/// that starts after the role delays it instead of stopping it.
+pub async fn connect_broker<T, F, Fut>(what: &'static str, mut connect: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, certfleet_bus::BusError>>,
+{
+    let deadline = tokio::time::Instant::now() + BROKER_WAIT;
+    let mut pause = Duration::from_millis(500);
+    loop {
+        match connect().await {
+            Ok(connected) => return Ok(connected),
+            Err(error) if tokio::time::Instant::now() + pause < deadline => {
+                tracing::warn!(%error, what, retry_in_ms = pause.as_millis() as u64, "rabbitmq not reachable yet");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(10));
+            }
+            Err(error) => {
+                return Err(error).with_context(|| {
+                    format!(
+                        "amqp_url: {what}: rabbitmq not reachable for {} s",
+                        BROKER_WAIT.as_secs()
+                    )
+                });
+            }
+        }
+    }
 }
 
 /// Connects to PostgreSQL. The api migrates; the other roles wait until the
@@ -178,5 +210,32 @@ pub async fn finish_relay(relay: &OutboxRelay, task: JoinHandle<()>) {
             tracing::warn!(%error, "last outbox drain failed; another relay publishes the rest")
         }
         Err(_) => tracing::warn!("last outbox drain timed out; another relay publishes the rest"),
+    }
+}
+
+#[cfg(test)]
+mod broker_wait_tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use certfleet_bus::BusError;
+
+    #[tokio::test]
+    async fn a_broker_that_comes_up_late_is_waited_for() {
+        let tries = AtomicU32::new(0);
+        let started = tokio::time::Instant::now();
+        let connected = super::connect_broker("test", || {
+            let attempt = tries.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if attempt < 2 {
+                    Err(BusError::Unavailable("not yet".to_owned()))
+                } else {
+                    Ok(attempt)
+                }
+            }
+        })
+        .await;
+        assert_eq!(connected.ok(), Some(2));
+        // 0.5 s, then 1 s of pauses.
+        assert!(started.elapsed() >= std::time::Duration::from_millis(1500));
     }
 }

@@ -9,7 +9,10 @@ use certfleet_bus::rabbitmq::{
 use certfleet_bus::{BusError, EventBuilder, Job, JobSource, Publisher, valid_traceparent};
 use certfleet_proto::v1::EventType;
 use lapin::BasicProperties;
-use lapin::options::{BasicGetOptions, BasicPublishOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{
+    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 
 use crate::harness::{Harness, PATIENCE, next_job, raw_channel};
@@ -48,6 +51,12 @@ async fn an_unacked_job_is_redelivered_after_the_connection_is_closed() {
 async fn a_malformed_job_is_dead_lettered_and_consumption_goes_on() {
     let harness = Harness::rabbit().await;
     let (_connection, channel) = raw_channel(harness.config()).await;
+    // Confirmed, so the malformed message is queued before the valid job: the
+    // consumer meets it first (it only looks at messages while asked for one).
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirms on");
     channel
         .basic_publish(
             JOBS_EXCHANGE.into(),
@@ -57,7 +66,9 @@ async fn a_malformed_job_is_dead_lettered_and_consumption_goes_on() {
             BasicProperties::default().with_message_id("bad-1".into()),
         )
         .await
-        .expect("raw publish");
+        .expect("raw publish")
+        .await
+        .expect("raw publish confirmed");
     let job = Job::issue("org-1", "cert-1");
     harness.publish(&job.to_outbox(1)).await;
 
