@@ -27,7 +27,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 pub use certfleet_testkit;
-pub use roles::{RoleProcess, role_binary};
+pub use roles::{LoggedChild, RoleProcess, role_binary};
 
 mod roles;
 
@@ -310,19 +310,7 @@ pub fn certfleet_binary() -> PathBuf {
     if let Some(path) = std::env::var_os("CERTFLEET_BIN") {
         return PathBuf::from(path);
     }
-    let executable = std::env::current_exe().unwrap();
-    // target/debug/deps/e2e-… → target/debug/certfleet
-    let binary = executable
-        .parent()
-        .and_then(Path::parent)
-        .map(|directory| directory.join("certfleet"))
-        .unwrap();
-    assert!(
-        binary.exists(),
-        "{} is missing: build it with `cargo build -p certfleet`",
-        binary.display()
-    );
-    binary
+    roles::role_binary("certfleet")
 }
 
 impl TestEnv {
@@ -334,9 +322,21 @@ impl TestEnv {
 
 /// `certfleet dev` as a separate process, logging to a file.
 pub struct DevProcess {
-    child: std::process::Child,
-    pub log_path: PathBuf,
+    process: roles::LoggedChild,
     pub grpc: SocketAddr,
+}
+
+impl std::ops::Deref for DevProcess {
+    type Target = roles::LoggedChild;
+    fn deref(&self) -> &roles::LoggedChild {
+        &self.process
+    }
+}
+
+impl std::ops::DerefMut for DevProcess {
+    fn deref_mut(&mut self) -> &mut roles::LoggedChild {
+        &mut self.process
+    }
 }
 
 impl DevProcess {
@@ -349,9 +349,8 @@ impl DevProcess {
         self_check_addr: SocketAddr,
         log_name: &str,
     ) -> anyhow::Result<DevProcess> {
-        let log_path = data_dir.with_file_name(log_name);
-        let log = std::fs::File::create(&log_path)?;
-        let child = std::process::Command::new(certfleet_binary())
+        let mut command = std::process::Command::new(certfleet_binary());
+        command
             .arg("dev")
             .arg("--data-dir")
             .arg(data_dir)
@@ -370,19 +369,18 @@ impl DevProcess {
             .arg("--scheduler-interval")
             .arg("1")
             .env("CERTFLEET_LOG", "debug")
-            .env_remove("CERTFLEET_MASTER_KEY")
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("starting certfleet dev")?;
+            .env_remove("CERTFLEET_MASTER_KEY");
         let mut process = DevProcess {
-            child,
-            log_path,
+            process: roles::LoggedChild::spawn(
+                command,
+                data_dir.with_file_name(log_name),
+                "certfleet dev",
+            )?,
             grpc,
         };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         while tokio::net::TcpStream::connect(grpc).await.is_err() {
-            if let Some(status) = process.child.try_wait()? {
+            if let Some(status) = process.exited()? {
                 bail!("certfleet dev exited with {status}: {}", process.log());
             }
             if tokio::time::Instant::now() > deadline {
@@ -414,32 +412,5 @@ impl DevProcess {
             }
         }
         Err(last_error.unwrap_or_else(|| anyhow::anyhow!("no free port")))
-    }
-
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
-    }
-
-    /// SIGKILL: no chance to clean up.
-    pub fn kill(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    /// SIGTERM and wait for a clean exit.
-    pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap();
-        self.child.wait().unwrap()
-    }
-}
-
-impl Drop for DevProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

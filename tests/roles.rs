@@ -22,17 +22,84 @@ pub fn role_binary(name: &str) -> PathBuf {
     let binary = directory.join(name);
     assert!(
         binary.exists(),
-        "{} is missing: build it with `cargo build -p certfleet-api-bin -p certfleet-responder-bin -p certfleet-issuer -p certfleet-scheduler`",
+        "{} is missing: build the binaries with `cargo build --workspace` (deploy/local/test.sh does)",
         binary.display()
     );
     binary
 }
 
+/// A child process logging to a file; killed (and reaped) on drop.
+pub struct LoggedChild {
+    child: std::process::Child,
+    pub log_path: PathBuf,
+}
+
+impl LoggedChild {
+    /// Starts `command` with stdout and stderr going to `log_path`.
+    pub fn spawn(
+        mut command: std::process::Command,
+        log_path: PathBuf,
+        what: &str,
+    ) -> anyhow::Result<LoggedChild> {
+        let log = std::fs::File::create(&log_path)?;
+        let child = command
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {what}"))?;
+        Ok(LoggedChild { child, log_path })
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// The exit status, if the process has ended.
+    pub fn exited(&mut self) -> anyhow::Result<Option<std::process::ExitStatus>> {
+        Ok(self.child.try_wait()?)
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM and wait for the exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for LoggedChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// One process of the distributed mode, logging to a file; killed on drop.
 pub struct RoleProcess {
-    child: std::process::Child,
+    process: LoggedChild,
     pub name: String,
-    pub log_path: PathBuf,
+}
+
+impl std::ops::Deref for RoleProcess {
+    type Target = LoggedChild;
+    fn deref(&self) -> &LoggedChild {
+        &self.process
+    }
+}
+
+impl std::ops::DerefMut for RoleProcess {
+    fn deref_mut(&mut self) -> &mut LoggedChild {
+        &mut self.process
+    }
 }
 
 impl RoleProcess {
@@ -44,24 +111,14 @@ impl RoleProcess {
         env: &[(String, String)],
         log_dir: &Path,
     ) -> anyhow::Result<RoleProcess> {
-        let log_path = log_dir.join(format!("{name}.log"));
-        let log = std::fs::File::create(&log_path)?;
-        let child = std::process::Command::new(role_binary(binary))
+        let mut command = std::process::Command::new(role_binary(binary));
+        command
             .args(args)
-            .envs(env.iter().map(|(key, value)| (key, value)))
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {binary}"))?;
+            .envs(env.iter().map(|(key, value)| (key, value)));
         Ok(RoleProcess {
-            child,
+            process: LoggedChild::spawn(command, log_dir.join(format!("{name}.log")), binary)?,
             name: name.to_owned(),
-            log_path,
         })
-    }
-
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
     /// Waits until `GET /healthz` on `address` answers 200 "ok".
@@ -82,7 +139,7 @@ impl RoleProcess {
                     return Ok(());
                 }
             }
-            if let Some(status) = self.child.try_wait()? {
+            if let Some(status) = self.exited()? {
                 bail!("{} exited with {status}: {}", self.name, self.log());
             }
             if tokio::time::Instant::now() > deadline {
@@ -90,28 +147,5 @@ impl RoleProcess {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-    }
-
-    /// SIGKILL: no chance to clean up.
-    pub fn kill(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    /// SIGTERM and wait for the exit.
-    pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap();
-        self.child.wait().unwrap()
-    }
-}
-
-impl Drop for RoleProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use certfleet_bus::{Job, OutboxRelay};
-use certfleet_core::Clock;
+use certfleet_core::{Clock, SystemClock};
 use certfleet_store::{Effects, Store, StoreError};
 
 /// Certificates handled per pass and query.
@@ -73,7 +73,7 @@ impl Scheduler {
     /// Takes or renews the scheduler lease; true while this instance leads.
     /// Leases are coordinated in real time (system clock), not business time.
     pub async fn lead(&self) -> Result<bool, StoreError> {
-        let now = unix_ms();
+        let now = SystemClock.now_ms();
         self.store
             .acquire_named_lease(
                 LEADER_LEASE_NAME,
@@ -189,11 +189,4 @@ impl Scheduler {
             tracing::warn!(%error, "cannot give up the scheduler lease");
         }
     }
-}
-
-fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_millis() as i64)
-        .unwrap_or(0)
 }

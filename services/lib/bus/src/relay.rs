@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use certfleet_core::{Clock as _, SystemClock};
 use certfleet_store::{OutboxMessage, Store};
 use tokio::sync::Notify;
 
@@ -67,7 +68,7 @@ impl OutboxRelay {
         loop {
             // Claims coordinate processes in real time, so they use the system
             // clock rather than the (movable) business clock.
-            let now = unix_ms();
+            let now = SystemClock.now_ms();
             let batch = self
                 .store
                 .outbox_claim(&self.owner, now, now + CLAIM.as_millis() as i64, BATCH)
@@ -111,11 +112,4 @@ impl OutboxRelay {
             }
         }
     }
-}
-
-fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_millis() as i64)
-        .unwrap_or(0)
 }

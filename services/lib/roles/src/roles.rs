@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use async_trait::async_trait;
 use certfleet_acme::{AcmeConfig, Issuer, IssuerPool, Scheduler, SchedulerConfig};
 use certfleet_api::ApiState;
-use certfleet_bus::rabbitmq::{JobQueue, RabbitEvents, RabbitJobs, RabbitPublisher};
+use certfleet_bus::rabbitmq::{JobQueue, RabbitConfig, RabbitEvents, RabbitJobs, RabbitPublisher};
 use certfleet_bus::{JobDelivery, JobSource, OutboxRelay};
 use certfleet_core::SystemClock;
 use certfleet_store::Store;
@@ -41,14 +41,7 @@ pub async fn run_api(config: RoleConfig) -> anyhow::Result<()> {
     let store = open_store(&config, true).await?;
     let vault = open_vault(&config).await?;
     let rabbit = rabbit_config(&config)?;
-    let publisher = Arc::new(
-        connect_broker("connecting to rabbitmq", || {
-            RabbitPublisher::connect(rabbit.clone())
-        })
-        .await?,
-    );
-    let relay = OutboxRelay::new(store.clone(), publisher.clone(), RELAY_POLL)
-        .with_owner(config.instance_id.clone());
+    let (publisher, relay) = connect_relay(&config, &store, &rabbit).await?;
     let events = connect_broker("subscribing to certfleet.events", || {
         RabbitEvents::start(rabbit.clone())
     })
@@ -85,13 +78,12 @@ pub async fn create_admin_token(config: &RoleConfig) -> anyhow::Result<String> {
         .context("creating the admin token")
 }
 
-/// The ACME worker: jobs from both queues into the issuer pool; on stop, no
-/// new jobs, the ones in flight finish (bounded), leases are released.
-pub async fn run_issuer(config: RoleConfig) -> anyhow::Result<()> {
-    let stop = stop_on_signal()?;
-    let store = open_store(&config, false).await?;
-    let vault = open_vault(&config).await?;
-    let rabbit = rabbit_config(&config)?;
+/// The process's RabbitMQ publisher and the outbox relay that feeds it.
+async fn connect_relay(
+    config: &RoleConfig,
+    store: &Store,
+    rabbit: &RabbitConfig,
+) -> anyhow::Result<(Arc<RabbitPublisher>, OutboxRelay)> {
     let publisher = Arc::new(
         connect_broker("connecting to rabbitmq", || {
             RabbitPublisher::connect(rabbit.clone())
@@ -100,6 +92,17 @@ pub async fn run_issuer(config: RoleConfig) -> anyhow::Result<()> {
     );
     let relay = OutboxRelay::new(store.clone(), publisher.clone(), RELAY_POLL)
         .with_owner(config.instance_id.clone());
+    Ok((publisher, relay))
+}
+
+/// The ACME worker: jobs from both queues into the issuer pool; on stop, no
+/// new jobs, the ones in flight finish (bounded), leases are released.
+pub async fn run_issuer(config: RoleConfig) -> anyhow::Result<()> {
+    let stop = stop_on_signal()?;
+    let store = open_store(&config, false).await?;
+    let vault = open_vault(&config).await?;
+    let rabbit = rabbit_config(&config)?;
+    let (publisher, relay) = connect_relay(&config, &store, &rabbit).await?;
     let mut jobs = connect_broker("consuming the job queues", || {
         RabbitJobs::connect(rabbit.clone(), &JobQueue::ALL, config.issuer_concurrency)
     })
@@ -196,14 +199,7 @@ pub async fn run_scheduler(config: RoleConfig) -> anyhow::Result<()> {
     let stop = stop_on_signal()?;
     let store = open_store(&config, false).await?;
     let rabbit = rabbit_config(&config)?;
-    let publisher = Arc::new(
-        connect_broker("connecting to rabbitmq", || {
-            RabbitPublisher::connect(rabbit.clone())
-        })
-        .await?,
-    );
-    let relay = OutboxRelay::new(store.clone(), publisher.clone(), RELAY_POLL)
-        .with_owner(config.instance_id.clone());
+    let (publisher, relay) = connect_relay(&config, &store, &rabbit).await?;
     let relay_task = tokio::spawn(relay.clone().run());
     let health = serve_health(config.health_listen, stop.clone()).await?;
     let scheduler = Scheduler::new(

@@ -55,11 +55,7 @@ impl Store {
                 .set(certificates::lease_until.eq(Some(until_ms)))
                 .execute(conn)
                 .await?;
-            if updated == 1 {
-                Ok(())
-            } else {
-                Err(StoreError::LeaseLost)
-            }
+            held_lease(updated)
         })
     }
 
@@ -123,11 +119,7 @@ impl Store {
                 ))
                 .execute(conn)
                 .await?;
-            if updated == 1 {
-                Ok(())
-            } else {
-                Err(StoreError::LeaseLost)
-            }
+            held_lease(updated)
         })
     }
 
@@ -147,11 +139,7 @@ impl Store {
                 .set(certificates::pending_key_sealed.eq(Some(key_sealed)))
                 .execute(conn)
                 .await?;
-            if updated == 1 {
-                Ok(())
-            } else {
-                Err(StoreError::LeaseLost)
-            }
+            held_lease(updated)
         })
     }
 
@@ -374,5 +362,14 @@ impl Store {
             write_effects!(conn, effects);
             Ok(())
         })
+    }
+}
+
+/// An update filtered on the lease owner touched the row: the lease is held.
+fn held_lease(updated: usize) -> Result<(), StoreError> {
+    if updated == 1 {
+        Ok(())
+    } else {
+        Err(StoreError::LeaseLost)
     }
 }
