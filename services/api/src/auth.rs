@@ -184,18 +184,7 @@ impl Authenticator {
             tracing::error!(token_id = %token.id, role = %token.role, "api token has an unknown role");
             return Err(ApiError::Unauthenticated);
         };
-        // A removed organization's tokens stop working with it.
-        if let Some(organization_id) = &token.organization_id {
-            let organization = self
-                .store
-                .find_organization(organization_id)
-                .await
-                .map_err(|error| ApiError::store("find token organization", error))?;
-            if organization.is_none() {
-                tracing::debug!(token_id = %token.id, %organization_id, "token of a deleted organization");
-                return Err(ApiError::Unauthenticated);
-            }
-        }
+        // A removed organization's tokens are not found (`find_api_token`).
         self.touch(&token.id);
         Ok(Principal {
             token_id: token.id,

@@ -94,12 +94,21 @@ impl Store {
         })
     }
 
-    /// The token with this id, unless revoked. The caller compares the secret hash.
+    /// The token with this id, unless revoked or of a deleted organization
+    /// (one query: this runs on every call). The caller compares the secret hash.
     pub async fn find_api_token(&self, token_id: &str) -> Result<Option<ApiToken>, StoreError> {
         with_conn!(self, |conn| {
+            let live_organizations = organizations::table
+                .filter(organizations::deleted_at.is_null())
+                .select(organizations::id.nullable());
             Ok(api_tokens::table
                 .find(token_id)
                 .filter(api_tokens::revoked_at.is_null())
+                .filter(
+                    api_tokens::organization_id
+                        .is_null()
+                        .or(api_tokens::organization_id.eq_any(live_organizations)),
+                )
                 .select(ApiToken::as_select())
                 .first(conn)
                 .await
