@@ -3,6 +3,7 @@
 //! before any challenge is answered, so a retry after a crash resumes the same
 //! order instead of placing a second one.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,6 +36,10 @@ pub struct Issuer {
     accounts: AccountCache,
     self_check: SelfChecker,
     owner: String,
+    /// Certificates this process is working on. The lease admits its own
+    /// owner again (a restarted embedded process takes its work back), so a
+    /// duplicate job in the same process is kept out here instead.
+    working: Arc<std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 impl std::fmt::Debug for Issuer {
@@ -74,6 +79,7 @@ impl Issuer {
             accounts,
             self_check,
             owner,
+            working: Arc::default(),
         }
     }
 
@@ -84,13 +90,24 @@ impl Issuer {
     /// Runs one job to its end. Outcomes, failures included, are recorded on the
     /// certificate; the error returned (also logged) says whether that worked.
     pub async fn handle(&self, job: &Job) -> Result<(), AcmeError> {
+        let turn = self.certificate_turn(&job.certificate_id);
         let result = match &job.kind {
-            JobKind::Issue => self.issue(&job.organization_id, &job.certificate_id).await,
+            JobKind::Issue => match turn.clone().try_lock_owned() {
+                Ok(_working) => self.issue(&job.organization_id, &job.certificate_id).await,
+                Err(_) => {
+                    tracing::debug!(certificate_id = %job.certificate_id, "already being issued here; duplicate job skipped");
+                    Ok(())
+                }
+            },
+            // A revocation waits for an issuance in flight here, then revokes.
             JobKind::Revoke { reason } => {
+                let _working = turn.clone().lock_owned().await;
                 self.revoke(&job.organization_id, &job.certificate_id, reason)
                     .await
             }
         };
+        drop(turn);
+        self.forget_turn(&job.certificate_id);
         if let Err(error) = &result {
             tracing::warn!(
                 organization_id = %job.organization_id,
@@ -100,6 +117,32 @@ impl Issuer {
             );
         }
         result
+    }
+
+    /// The per-certificate lock of this process.
+    fn certificate_turn(&self, certificate_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut working = self
+            .working
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        working
+            .entry(certificate_id.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// Drops the lock of a certificate nobody here waits for any more.
+    fn forget_turn(&self, certificate_id: &str) {
+        let mut working = self
+            .working
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if working
+            .get(certificate_id)
+            .is_some_and(|turn| Arc::strong_count(turn) == 1)
+        {
+            working.remove(certificate_id);
+        }
     }
 
     async fn issue(&self, organization_id: &str, certificate_id: &str) -> Result<(), AcmeError> {
