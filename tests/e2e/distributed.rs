@@ -426,52 +426,36 @@ async fn distributed_roles_survive_kills_disconnects_and_a_purge() {
     }
     assert_eq!(version_orders.len(), CERTIFICATES);
 
-    // Pebble saw one order per certificate, plus at most one per lease the
-    // killed issuer held, and no other. Every order whose URL was saved is
-    // finished by whoever takes the certificate over, even after its finalize
-    // (the key is sealed and saved before it). The only order that can be
-    // lost is one the killed issuer placed but died before saving: the CA
-    // answered, the database never heard of it.
+    // Pebble saw exactly one order per certificate. Every order whose URL was
+    // saved is finished by whoever takes the certificate over, even after its
+    // finalize (the key is sealed and saved before it); an order the killed
+    // issuer placed but died before saving is found again in the account's
+    // orders list by the next attempt and finished too.
     let pebble_orders: HashSet<String> = std::fs::read_to_string(&pebble_log)
         .unwrap()
         .split("Added order \"")
         .skip(1)
         .map(|rest| rest.split('"').next().unwrap().to_owned())
         .collect();
-    assert!(
-        version_orders.is_subset(&pebble_orders),
-        "an issued version names an order Pebble never saw"
-    );
     let extra: Vec<&String> = pebble_orders.difference(&version_orders).collect();
-    let killed_log = processes[issuer].0.log();
-    let (finalized, unsaved): (Vec<&String>, Vec<&String>) = extra
-        .iter()
-        .partition(|order| killed_log.contains(order.as_str()));
-    for order in &unsaved {
-        for (process, _) in &processes {
-            assert!(
-                !process.log().contains(order.as_str()),
-                "{} placed the order {order} and abandoned it: {}",
-                process.name,
-                all_logs(&processes, &pebble_log)
-            );
-        }
-    }
     assert!(
-        finalized.is_empty(),
-        "orders the killed issuer had saved were not finished but ordered again: {finalized:?}\n{}",
-        all_logs(&processes, &pebble_log)
-    );
-    assert!(
-        extra.len() <= held,
-        "{} orders beyond one per certificate, but the killed issuer held only {held} leases: {}",
-        extra.len(),
-        all_logs(&processes, &pebble_log)
-    );
-    phase(&format!(
-        "{} ACME orders: one per certificate, plus {} the killed issuer had placed but not saved",
+        extra.is_empty() && version_orders.is_subset(&pebble_orders),
+        "Pebble has {} orders for {CERTIFICATES} certificates; not issued: {extra:?}\n{}",
         pebble_orders.len(),
-        unsaved.len()
+        all_logs(&processes, &pebble_log)
+    );
+    let recovered = processes
+        .iter()
+        .map(|(process, _)| {
+            process
+                .log()
+                .matches("resuming the order an interrupted attempt placed")
+                .count()
+        })
+        .sum::<usize>();
+    phase(&format!(
+        "{} ACME orders, one per certificate ({recovered} found again in the orders list after the kill; the killed issuer held {held} leases)",
+        pebble_orders.len()
     ));
 
     // The durable consumer saw every certificate's issued event.

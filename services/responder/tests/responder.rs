@@ -80,6 +80,7 @@ async fn answers_pending_tokens_only() {
         pending_order_url: None,
         pending_reason: None,
         pending_key_sealed: None,
+        order_attempt_at: None,
         lease_owner: None,
         lease_until: None,
         deleted_at: None,

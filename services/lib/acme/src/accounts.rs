@@ -10,7 +10,7 @@ use bytes::Bytes;
 use certfleet_core::Clock;
 use certfleet_store::{AcmeAccount, Store, new_id};
 use certfleet_vault::{EncryptionContext, Vault};
-use hyper_rustls::HttpsConnectorBuilder;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -20,6 +20,7 @@ use rustls_pki_types::pem::PemObject as _;
 use tokio::sync::Mutex;
 use zeroize::Zeroizing;
 
+use crate::orders_list::RawAccount;
 use crate::{AcmeConfig, AcmeError};
 
 /// Loaded accounts by organization id, so each order does not re-read the
@@ -115,10 +116,42 @@ impl AccountCache {
         Ok(())
     }
 
-    /// The account's HTTP client: TCP_NODELAY (without it every POST to the CA
-    /// waits for a delayed ACK, tens of milliseconds), a connect timeout, and
-    /// the platform's roots, plus the configured CA root if there is one.
+    /// The organization's account for requests instant-acme does not make (the
+    /// orders list); `Err` in plain words when it cannot be had.
+    pub(crate) async fn raw(&self, organization_id: &str) -> Result<RawAccount, String> {
+        let directory_url = &self.config.directory_url;
+        let stored = self
+            .store
+            .find_acme_account(organization_id, directory_url)
+            .await
+            .map_err(|error| error.to_string())?
+            .ok_or("the organization has no ACME account")?;
+        let context = EncryptionContext::acme_account(organization_id, directory_url);
+        let credentials_json = self
+            .vault
+            .open(&context, &stored.credentials_sealed)
+            .await
+            .map_err(|error| error.to_string())?;
+        let client = HyperClient::builder(TokioExecutor::new())
+            .build(self.connector().map_err(|error| error.to_string())?);
+        RawAccount::from_credentials(
+            client,
+            &credentials_json,
+            directory_url,
+            self.config.request_timeout,
+        )
+    }
+
     fn builder(&self) -> Result<AccountBuilder, AcmeError> {
+        let client = HyperClient::builder(TokioExecutor::new())
+            .build::<_, BodyWrapper<Bytes>>(self.connector()?);
+        Ok(Account::builder_with_http(Box::new(client)))
+    }
+
+    /// The accounts' HTTPS connector: TCP_NODELAY (without it every POST to the
+    /// CA waits for a delayed ACK, tens of milliseconds), a connect timeout, and
+    /// the platform's roots, plus the configured CA root if there is one.
+    fn connector(&self) -> Result<HttpsConnector<HttpConnector>, AcmeError> {
         let connector_error = |message: String| AcmeError::Connection {
             context: "preparing the HTTPS client",
             message,
@@ -161,14 +194,11 @@ impl AccountCache {
                 .try_with_platform_verifier()
                 .map_err(|error| connector_error(error.to_string()))?,
         };
-        let connector = tls
+        Ok(tls
             .https_only()
             .enable_http1()
             .enable_http2()
-            .wrap_connector(http);
-        let client =
-            HyperClient::builder(TokioExecutor::new()).build::<_, BodyWrapper<Bytes>>(connector);
-        Ok(Account::builder_with_http(Box::new(client)))
+            .wrap_connector(http))
     }
 
     async fn load_or_register(&self, organization_id: &str) -> Result<Account, AcmeError> {

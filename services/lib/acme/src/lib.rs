@@ -7,6 +7,7 @@ mod certs;
 mod config;
 mod error;
 mod issuer;
+mod orders_list;
 mod scheduler;
 mod selfcheck;
 

@@ -115,11 +115,62 @@ impl Store {
                     certificates::pending_order_url.eq(pending_order_url),
                     // A new order: any key saved for the previous one is void.
                     certificates::pending_key_sealed.eq(None::<Vec<u8>>),
+                    // Its URL is saved: no order of this attempt is unrecorded.
+                    certificates::order_attempt_at.eq(None::<i64>),
                     certificates::updated_at.eq(now_ms),
                 ))
                 .execute(conn)
                 .await?;
             held_lease(updated)
+        })
+    }
+
+    /// Notes, right before the lease holder asks the CA for a new order, that
+    /// an order may exist at the CA before its URL is saved
+    /// ([`Store::record_progress`] clears the note). A note found by the next
+    /// attempt means the previous one stopped in between, and may have left an
+    /// order the database never heard of.
+    pub async fn record_order_attempt(
+        &self,
+        organization_id: &str,
+        certificate_id: &str,
+        owner: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        with_conn!(self, |conn| {
+            let updated = diesel::update(certificates::table.find(certificate_id))
+                .filter(certificates::organization_id.eq(organization_id))
+                .filter(certificates::lease_owner.eq(owner))
+                .set(certificates::order_attempt_at.eq(Some(now_ms)))
+                .execute(conn)
+                .await?;
+            held_lease(updated)
+        })
+    }
+
+    /// Every ACME order URL the organization's rows name: the orders being
+    /// worked on and the orders of issued versions.
+    pub async fn known_order_urls(
+        &self,
+        organization_id: &str,
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        with_conn!(self, |conn| {
+            let mut known: std::collections::HashSet<String> = certificates::table
+                .filter(certificates::organization_id.eq(organization_id))
+                .filter(certificates::pending_order_url.is_not_null())
+                .select(certificates::pending_order_url.assume_not_null())
+                .load::<String>(conn)
+                .await?
+                .into_iter()
+                .collect();
+            known.extend(
+                certificate_versions::table
+                    .filter(certificate_versions::organization_id.eq(organization_id))
+                    .select(certificate_versions::order_url)
+                    .load::<String>(conn)
+                    .await?,
+            );
+            Ok(known)
         })
     }
 

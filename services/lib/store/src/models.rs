@@ -79,6 +79,9 @@ pub struct Certificate {
     pub pending_reason: Option<String>,
     /// Vault-sealed key of the order being finalized (see `record_pending_key`).
     pub pending_key_sealed: Option<Vec<u8>>,
+    /// When an attempt started placing an order whose URL is not saved yet
+    /// (see `record_order_attempt`).
+    pub order_attempt_at: Option<i64>,
     pub lease_owner: Option<String>,
     pub lease_until: Option<i64>,
     pub deleted_at: Option<i64>,

@@ -63,6 +63,7 @@ diesel::table! {
         pending_order_url -> Nullable<Text>,
         pending_reason -> Nullable<Text>,
         pending_key_sealed -> Nullable<Binary>,
+        order_attempt_at -> Nullable<BigInt>,
         lease_owner -> Nullable<Text>,
         lease_until -> Nullable<BigInt>,
         deleted_at -> Nullable<BigInt>,

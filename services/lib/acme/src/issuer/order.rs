@@ -1,19 +1,25 @@
 //! One ACME order: resume or place it, answer HTTP-01, wait, finalize with a
 //! fresh key, download and check the certificate.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use certfleet_core::KeyType;
 use certfleet_store::{AcmeChallenge, Certificate, NewCertificateVersion, StoreError, new_id};
 use certfleet_vault::EncryptionContext;
 use instant_acme::{
-    AuthorizationStatus, ChallengeType, Identifier, NewOrder, Order, OrderStatus, RetryPolicy,
+    Account, AuthorizationStatus, ChallengeType, Identifier, NewOrder, Order, OrderStatus,
+    RetryPolicy,
 };
 
 use super::{Issued, Issuer};
 use crate::accounts::acme_call;
 use crate::certs::{csr_der, key_pem};
 use crate::{AcmeError, generate_key, parse_chain};
+
+/// At most this many orders of the account's list are looked at for the one
+/// an interrupted attempt left.
+const MAX_UNSAVED_CANDIDATES: usize = 50;
 
 impl Issuer {
     fn retry_policy(&self) -> RetryPolicy {
@@ -54,16 +60,14 @@ impl Issuer {
                 }
             }
         }
-        let identifiers: Vec<Identifier> = certificate
-            .name_list()
-            .into_iter()
-            .map(Identifier::Dns)
-            .collect();
-        let order = acme_call!(
-            "placing the order",
-            timeout,
-            account.new_order(&NewOrder::new(&identifiers))
-        )?;
+        let order = match certificate.order_attempt_at {
+            Some(_) => self.find_unsaved_order(certificate, &account).await,
+            None => None,
+        };
+        let order = match order {
+            Some(order) => order,
+            None => self.place_order(certificate, &account).await?,
+        };
         let status = if certificate.current_version_id.is_some() {
             "renewing"
         } else {
@@ -79,8 +83,119 @@ impl Issuer {
                 self.clock.now_ms(),
             )
             .await?;
+        Ok(order)
+    }
+
+    /// Asks the CA for a new order, noting first that one may exist before its
+    /// URL is saved.
+    async fn place_order(
+        &self,
+        certificate: &Certificate,
+        account: &Account,
+    ) -> Result<Order, AcmeError> {
+        self.store
+            .record_order_attempt(
+                &certificate.organization_id,
+                &certificate.id,
+                &self.owner,
+                self.clock.now_ms(),
+            )
+            .await?;
+        let identifiers: Vec<Identifier> = certificate
+            .name_list()
+            .into_iter()
+            .map(Identifier::Dns)
+            .collect();
+        let order = acme_call!(
+            "placing the order",
+            self.config.request_timeout,
+            account.new_order(&NewOrder::new(&identifiers))
+        )?;
         tracing::info!(certificate_id = %certificate.id, order_url = %order.url(), "order placed");
         Ok(order)
+    }
+
+    /// The order an interrupted attempt placed but did not save, found in the
+    /// account's orders list: not named by any row of the organization, still
+    /// pending or ready, for exactly the certificate's names. `None` when there
+    /// is none or the CA does not list orders; a failure to look is logged, and
+    /// a new order is placed as before.
+    async fn find_unsaved_order(
+        &self,
+        certificate: &Certificate,
+        account: &Account,
+    ) -> Option<Order> {
+        let id = &certificate.id;
+        let raw = match self.accounts.raw(&certificate.organization_id).await {
+            Ok(raw) => raw,
+            Err(error) => {
+                tracing::warn!(certificate_id = %id, %error, "cannot look for an order the interrupted attempt left");
+                return None;
+            }
+        };
+        let urls = match raw.order_urls().await {
+            Ok(Some(urls)) => urls,
+            Ok(None) => {
+                tracing::debug!(certificate_id = %id, "the CA does not list an account's orders");
+                return None;
+            }
+            Err(error) => {
+                tracing::warn!(certificate_id = %id, %error, "cannot read the account's orders list");
+                return None;
+            }
+        };
+        let known = match self
+            .store
+            .known_order_urls(&certificate.organization_id)
+            .await
+        {
+            Ok(known) => known,
+            Err(error) => {
+                tracing::warn!(certificate_id = %id, %error, "cannot read the saved orders");
+                return None;
+            }
+        };
+        let wanted: BTreeSet<String> = certificate
+            .name_list()
+            .into_iter()
+            .map(|name| name.to_ascii_lowercase())
+            .collect();
+        // Newest last in the CA's list; an abandoned order is a recent one.
+        let unknown = urls.iter().rev().filter(|url| !known.contains(*url));
+        for url in unknown.take(MAX_UNSAVED_CANDIDATES) {
+            let state = match raw.order(url).await {
+                Ok(state) => state,
+                Err(error) => {
+                    tracing::debug!(certificate_id = %id, %error, "skipping an order of the list");
+                    continue;
+                }
+            };
+            let open = matches!(state["status"].as_str(), Some("pending" | "ready"));
+            let names: Option<BTreeSet<String>> = state["identifiers"].as_array().map(|list| {
+                list.iter()
+                    .filter(|identifier| identifier["type"] == "dns")
+                    .filter_map(|identifier| identifier["value"].as_str())
+                    .map(str::to_ascii_lowercase)
+                    .collect()
+            });
+            if !open || names.as_ref() != Some(&wanted) {
+                continue;
+            }
+            match acme_call!(
+                "resuming the unsaved order",
+                self.config.request_timeout,
+                account.order(url.clone())
+            ) {
+                Ok(order) => {
+                    tracing::info!(certificate_id = %id, order_url = %url, "resuming the order an interrupted attempt placed but did not save");
+                    return Some(order);
+                }
+                Err(error) => {
+                    tracing::warn!(certificate_id = %id, order_url = %url, %error, "cannot resume the unsaved order");
+                }
+            }
+        }
+        None
     }
 
     pub(super) async fn run_order(&self, certificate: &Certificate) -> Result<Issued, AcmeError> {

@@ -6,7 +6,11 @@ use crate::support::{
     DAY, NOW, SECOND, certificate, issue, job, organization, outbox_ids, reload, stored, version,
 };
 
-on_both_backends!(issued_versions_and_renewal, failures_and_due_attempts);
+on_both_backends!(
+    issued_versions_and_renewal,
+    failures_and_due_attempts,
+    unsaved_order_attempts
+);
 
 async fn issued_versions_and_renewal(store: &Store) -> anyhow::Result<()> {
     let acme = organization(store, "acme").await?;
@@ -377,5 +381,57 @@ async fn failures_and_due_attempts(store: &Store) -> anyhow::Result<()> {
     assert_eq!(outbox_ids(store).await?.len(), outbox_before + 1);
     let later = store.due_attempts(retry_at, 100).await?;
     assert!(later.contains(&(acme.id.clone(), due.id.clone())));
+    Ok(())
+}
+
+/// The note of an order being placed, cleared when its URL is saved, and the
+/// order URLs an organization's rows name (and only its own).
+async fn unsaved_order_attempts(store: &Store) -> anyhow::Result<()> {
+    let acme = organization(store, "acme").await?;
+    let other = organization(store, "other").await?;
+    let org = acme.id.as_str();
+    let placing = stored(store, certificate(org, &["placing.acme.example"], NOW)).await?;
+    let issued = stored(store, certificate(org, &["issued.acme.example"], NOW)).await?;
+    let foreign = stored(store, certificate(&other.id, &["other.example"], NOW)).await?;
+
+    let id = placing.id.as_str();
+    store
+        .acquire_certificate_lease(org, id, "w", NOW, NOW + DAY)
+        .await?;
+    let error = store
+        .record_order_attempt(org, id, "x", NOW)
+        .await
+        .expect_err("noted by a worker without the lease");
+    assert!(matches!(error, StoreError::LeaseLost), "{error:?}");
+    store.record_order_attempt(org, id, "w", NOW).await?;
+    assert_eq!(reload(store, &placing).await?.order_attempt_at, Some(NOW));
+    store
+        .record_progress(org, id, "w", "issuing", Some("https://ca/order/a"), NOW)
+        .await?;
+    let saved = reload(store, &placing).await?;
+    assert_eq!(saved.order_attempt_at, None);
+    assert_eq!(
+        saved.pending_order_url.as_deref(),
+        Some("https://ca/order/a")
+    );
+
+    issue(store, &issued, "w", NOW + 90 * DAY, NOW + 60 * DAY).await?;
+    store
+        .acquire_certificate_lease(&other.id, &foreign.id, "w", NOW, NOW + DAY)
+        .await?;
+    store
+        .record_progress(
+            &other.id,
+            &foreign.id,
+            "w",
+            "issuing",
+            Some("https://ca/order/b"),
+            NOW,
+        )
+        .await?;
+
+    let mut known: Vec<String> = store.known_order_urls(org).await?.into_iter().collect();
+    known.sort();
+    assert_eq!(known, ["https://ca.example/order/1", "https://ca/order/a"]);
     Ok(())
 }

@@ -58,6 +58,7 @@ pub fn certificate(organization_id: &str, names: &[&str], created_at: i64) -> Ce
         pending_order_url: None,
         pending_reason: None,
         pending_key_sealed: None,
+        order_attempt_at: None,
         lease_owner: None,
         lease_until: None,
         deleted_at: None,
