@@ -27,7 +27,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 pub use certfleet_testkit;
-pub use roles::{LoggedChild, RoleProcess, role_binary};
+pub use roles::{LoggedChild, RoleProcess, RoleStack, role_binary};
 
 mod roles;
 

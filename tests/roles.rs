@@ -149,3 +149,88 @@ impl RoleProcess {
         }
     }
 }
+
+/// The shared parts of a distributed deployment for one test: its own
+/// PostgreSQL database and RabbitMQ vhost (dropped with it), a master key, the
+/// CA settings, a log directory, and the admin token made by
+/// `certfleet-api --create-admin-token` (the way an operator gets the first one).
+pub struct RoleStack {
+    pub database: certfleet_testkit::TestDatabase,
+    pub vhost: certfleet_testkit::TestVhost,
+    /// `CERTFLEET_*` settings every process gets.
+    pub env: Vec<(String, String)>,
+    pub admin_token: String,
+    pub logs: tempfile::TempDir,
+}
+
+impl RoleStack {
+    pub async fn create(pebble: &certfleet_testkit::Pebble) -> anyhow::Result<RoleStack> {
+        let database = certfleet_testkit::TestDatabase::create().await?;
+        let vhost = certfleet_testkit::TestVhost::create().await?;
+        let logs = tempfile::tempdir()?;
+        let key = std::process::Command::new("openssl")
+            .args(["rand", "-base64", "32"])
+            .output()
+            .context("running openssl rand")?;
+        if !key.status.success() {
+            bail!("openssl rand failed");
+        }
+        let env: Vec<(String, String)> = [
+            ("CERTFLEET_DATABASE_URL", database.url()),
+            ("CERTFLEET_AMQP_URL", vhost.amqp_url()),
+            (
+                "CERTFLEET_MASTER_KEY",
+                String::from_utf8(key.stdout)?.trim().to_owned(),
+            ),
+            ("CERTFLEET_CA_DIRECTORY", pebble.directory_url()),
+            (
+                "CERTFLEET_CA_ROOT",
+                pebble.listener_ca_path().to_string_lossy().into_owned(),
+            ),
+            ("CERTFLEET_LOG", "info".to_owned()),
+        ]
+        .into_iter()
+        .map(|(key, value)| (key.to_owned(), value))
+        .collect();
+        let bootstrap = std::process::Command::new(role_binary("certfleet-api"))
+            .arg("--create-admin-token")
+            .envs(env.iter().map(|(key, value)| (key, value)))
+            .output()
+            .context("running certfleet-api --create-admin-token")?;
+        if !bootstrap.status.success() {
+            bail!(
+                "certfleet-api --create-admin-token: {}",
+                String::from_utf8_lossy(&bootstrap.stderr)
+            );
+        }
+        let admin_token = String::from_utf8(bootstrap.stdout)?.trim().to_owned();
+        Ok(RoleStack {
+            database,
+            vhost,
+            env,
+            admin_token,
+            logs,
+        })
+    }
+
+    /// Drops the database and the vhost (they are also dropped when the stack
+    /// is, without reporting errors).
+    pub async fn remove(self) -> anyhow::Result<()> {
+        self.database.drop_database().await?;
+        self.vhost.delete().await
+    }
+
+    /// Starts `binary` as `name` with `args` plus a `--health-listen` on a free
+    /// port; returns it with that address.
+    pub fn spawn(
+        &self,
+        binary: &str,
+        name: &str,
+        mut args: Vec<String>,
+    ) -> anyhow::Result<(RoleProcess, SocketAddr)> {
+        let health = SocketAddr::from(([127, 0, 0, 1], certfleet_testkit::free_port()));
+        args.extend(["--health-listen".to_owned(), health.to_string()]);
+        let process = RoleProcess::spawn(binary, name, &args, &self.env, self.logs.path())?;
+        Ok((process, health))
+    }
+}

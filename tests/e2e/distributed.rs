@@ -17,8 +17,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use certfleet_e2e::certfleet_testkit::{Pebble, PebbleOptions, TestDatabase, TestVhost, free_port};
-use certfleet_e2e::{RoleProcess, organization, request, role_binary};
+use certfleet_e2e::certfleet_testkit::{Pebble, PebbleOptions, free_port};
+use certfleet_e2e::{RoleProcess, RoleStack, organization, request};
 use certfleet_proto::v1::{self as pb, CertificateEvent, GetCertificateRequest};
 use futures_util::StreamExt as _;
 use lapin::options::{
@@ -153,55 +153,14 @@ async fn distributed_roles_survive_kills_disconnects_and_a_purge() {
     let phase = |name: &str| eprintln!("[{:>6.1} s] {name}", started.elapsed().as_secs_f64());
     let pebble = Pebble::start(PebbleOptions::default()).await.unwrap();
     let pebble_log = pebble.state_dir().join("pebble.log");
-    let database = TestDatabase::create().await.unwrap();
-    let vhost = TestVhost::create().await.unwrap();
-    let logs = tempfile::tempdir().unwrap();
-    let key = std::process::Command::new("openssl")
-        .args(["rand", "-base64", "32"])
-        .output()
-        .unwrap();
-    assert!(key.status.success());
-    let env: Vec<(String, String)> = [
-        ("CERTFLEET_DATABASE_URL", database.url()),
-        ("CERTFLEET_AMQP_URL", vhost.amqp_url()),
-        (
-            "CERTFLEET_MASTER_KEY",
-            String::from_utf8(key.stdout).unwrap().trim().to_owned(),
-        ),
-        ("CERTFLEET_CA_DIRECTORY", pebble.directory_url()),
-        (
-            "CERTFLEET_CA_ROOT",
-            pebble.listener_ca_path().to_string_lossy().into_owned(),
-        ),
-        ("CERTFLEET_LOG", "info".to_owned()),
-    ]
-    .into_iter()
-    .map(|(key, value)| (key.to_owned(), value))
-    .collect();
-
-    let bootstrap = std::process::Command::new(role_binary("certfleet-api"))
-        .arg("--create-admin-token")
-        .envs(env.iter().map(|(key, value)| (key, value)))
-        .output()
-        .unwrap();
-    assert!(
-        bootstrap.status.success(),
-        "{}",
-        String::from_utf8_lossy(&bootstrap.stderr)
-    );
-    let admin = String::from_utf8(bootstrap.stdout)
-        .unwrap()
-        .trim()
-        .to_owned();
+    let stack = RoleStack::create(&pebble).await.unwrap();
+    let (database, vhost, admin) = (&stack.database, &stack.vhost, &stack.admin_token);
 
     let http01 = loopback(pebble.http01_port());
     let grpc = [loopback(free_port()), loopback(free_port())];
     let mut processes = Vec::new();
-    let mut spawn = |binary: &str, name: &str, mut args: Vec<String>| {
-        let health = loopback(free_port());
-        args.extend(strings(&["--health-listen", &health.to_string()]));
-        let process = RoleProcess::spawn(binary, name, &args, &env, logs.path()).unwrap();
-        processes.push((process, health));
+    let mut spawn = |binary: &str, name: &str, args: Vec<String>| {
+        processes.push(stack.spawn(binary, name, args).unwrap());
     };
     for (index, address) in grpc.iter().enumerate() {
         spawn(
@@ -249,7 +208,7 @@ async fn distributed_roles_survive_kills_disconnects_and_a_purge() {
         received.clone(),
     ));
 
-    let (write, _) = organization(grpc[0], &admin, "distributed").await;
+    let (write, _) = organization(grpc[0], admin, "distributed").await;
     let clients = [
         certfleet_e2e::certificates(grpc[0], &write).await,
         certfleet_e2e::certificates(grpc[1], &write).await,
@@ -500,7 +459,6 @@ async fn distributed_roles_survive_kills_disconnects_and_a_purge() {
         }
     }
     drop(processes);
-    database.drop_database().await.unwrap();
-    vhost.delete().await.unwrap();
+    stack.remove().await.unwrap();
     phase("done");
 }

@@ -4,6 +4,7 @@
 
 mod binary;
 mod crash;
+mod dead_letters;
 mod distributed;
 mod failures;
 mod grpcurl;

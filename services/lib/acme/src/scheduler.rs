@@ -5,8 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use certfleet_bus::{Job, OutboxRelay};
+use certfleet_bus::{Death, EventBuilder, Job, JobKind, OutboxRelay};
 use certfleet_core::{Clock, SystemClock};
+use certfleet_proto::v1::EventType;
 use certfleet_store::{Effects, Store, StoreError};
 
 /// Certificates handled per pass and query.
@@ -22,6 +23,11 @@ const HEARTBEAT: Duration = Duration::from_secs(5);
 /// certificate lease, after which a dead worker's work is free again too; a
 /// job queued twice costs only a lease check.
 const REQUEUE_AFTER: Duration = Duration::from_secs(30);
+
+/// How long a certificate whose issuance job was dead-lettered waits before
+/// the reconcile pass queues it again: a job that kept failing to finish
+/// (a crashing worker, say) is not hammered at the pace of lost work.
+pub const DEAD_JOB_PAUSE: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, Clone)]
 pub struct SchedulerConfig {
@@ -68,6 +74,72 @@ impl Scheduler {
             clock,
             config,
         }
+    }
+
+    /// Records a job the broker dead-lettered on its certificate, with a
+    /// `failed` event: an issuance is tried again after [`DEAD_JOB_PAUSE`]; a
+    /// revocation has to be asked for again. False when there was nothing to
+    /// record it on (a deleted certificate, a duplicate of finished work).
+    pub async fn record_dead_job(
+        &self,
+        job: &Job,
+        death: Option<&Death>,
+    ) -> Result<bool, StoreError> {
+        let Some(certificate) = self
+            .store
+            .get_certificate(&job.organization_id, &job.certificate_id)
+            .await?
+        else {
+            return Ok(false);
+        };
+        let now = self.clock.now_ms();
+        let cause = death.map_or_else(|| "dead-lettered".to_owned(), ToString::to_string);
+        let (message, retry_at) = match &job.kind {
+            JobKind::Issue => (
+                format!(
+                    "the issuance job was {cause}; it is tried again in {} minutes",
+                    DEAD_JOB_PAUSE.as_secs() / 60
+                ),
+                Some(now + DEAD_JOB_PAUSE.as_millis() as i64),
+            ),
+            JobKind::Revoke { .. } => (
+                format!(
+                    "the revocation job was {cause}; the certificate is not revoked: ask for the revocation again"
+                ),
+                None,
+            ),
+        };
+        let mut effects = Effects::default();
+        effects.outbox.push(
+            EventBuilder::new(
+                EventType::Failed,
+                &certificate.organization_id,
+                &certificate.id,
+                certificate.name_list(),
+                now,
+            )
+            .error(&message)
+            .reason("dead-lettered")
+            .to_outbox(),
+        );
+        let recorded = self
+            .store
+            .record_dead_job(
+                &certificate.organization_id,
+                &certificate.id,
+                &message,
+                retry_at,
+                now,
+                effects,
+            )
+            .await?;
+        if recorded {
+            self.relay.wake();
+            tracing::error!(certificate_id = %certificate.id, error = %message, "job dead-lettered; recorded on the certificate");
+        } else {
+            tracing::warn!(certificate_id = %certificate.id, cause, "dead-lettered job of finished work; nothing to record");
+        }
+        Ok(recorded)
     }
 
     /// Takes or renews the scheduler lease; true while this instance leads.

@@ -40,6 +40,36 @@ impl RetryTier {
     }
 }
 
+/// Why a job reached the dead-letter queue, as the broker recorded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Death {
+    /// The queue it died in, e.g. `certfleet.issue`.
+    pub queue: String,
+    /// The broker's reason: `delivery_limit` (delivered too often without
+    /// being settled), `rejected` (a worker gave it up), `expired`.
+    pub reason: String,
+    /// How often it was dead-lettered from that queue.
+    pub times: u32,
+    /// Deliveries before it died, where the broker counts them.
+    pub delivery_count: Option<u32>,
+}
+
+impl std::fmt::Display for Death {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let reason = match self.reason.as_str() {
+            "delivery_limit" => "it was delivered too often without finishing (delivery limit)",
+            "rejected" => "a worker gave it up",
+            "expired" => "it expired",
+            other => other,
+        };
+        write!(f, "dead-lettered from {}: {reason}", self.queue)?;
+        if let Some(count) = self.delivery_count {
+            write!(f, " after {count} deliveries")?;
+        }
+        Ok(())
+    }
+}
+
 /// One received job. Settle it after the database commit that finishes it:
 /// a delivery dropped unsettled is redelivered by the broker once the
 /// consumer's connection ends (in-process, it is simply gone).
@@ -50,6 +80,7 @@ pub struct JobDelivery {
     redelivered: bool,
     retries: u32,
     traceparent: Option<String>,
+    death: Option<Death>,
     settle: Settle,
 }
 
@@ -73,6 +104,7 @@ impl JobDelivery {
             redelivered: false,
             retries: 0,
             traceparent: None,
+            death: None,
             settle: Settle::InProcess {
                 requeue,
                 retry_delays,
@@ -85,6 +117,7 @@ impl JobDelivery {
         redelivered: bool,
         retries: u32,
         traceparent: Option<String>,
+        death: Option<Death>,
         settle: RabbitSettle,
     ) -> JobDelivery {
         JobDelivery {
@@ -92,6 +125,7 @@ impl JobDelivery {
             redelivered,
             retries,
             traceparent,
+            death,
             settle: Settle::Rabbit(Box::new(settle)),
         }
     }
@@ -111,6 +145,12 @@ impl JobDelivery {
     /// The W3C `traceparent` the job was published with, if any.
     pub fn traceparent(&self) -> Option<&str> {
         self.traceparent.as_deref()
+    }
+
+    /// Why the broker dead-lettered the job, for a delivery from the
+    /// dead-letter queue.
+    pub fn death(&self) -> Option<&Death> {
+        self.death.as_ref()
     }
 
     /// Done: the broker forgets the message.

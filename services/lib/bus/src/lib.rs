@@ -10,7 +10,7 @@ mod relay;
 mod trace;
 
 pub use inprocess::{InProcessBus, InProcessJobs};
-pub use jobs::{JobDelivery, JobSource, RetryTier};
+pub use jobs::{Death, JobDelivery, JobSource, RetryTier};
 pub use messages::{EventBuilder, Job, JobKind, decode_event, event_message};
 pub use relay::{OutboxRelay, Publisher};
 pub use trace::{new_traceparent, valid_traceparent};

@@ -19,6 +19,10 @@ pub struct CommonArgs {
     /// PostgreSQL URL shared by every role, e.g. postgres://certfleet:…@db/certfleet.
     #[arg(long, env = "CERTFLEET_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// PostgreSQL connections this process opens at most (as needed). Keep
+    /// the sum over all processes below the server's max_connections. Default: 16.
+    #[arg(long, env = "CERTFLEET_DATABASE_POOL_SIZE")]
+    pub database_pool_size: Option<usize>,
     /// Address of the health check (`GET /healthz` answers 200 "ok" while
     /// the process runs); off when unset.
     #[arg(long, env = "CERTFLEET_HEALTH_LISTEN")]
@@ -132,6 +136,7 @@ impl CommonArgs {
     fn settings(&self) -> Settings {
         Settings {
             database_url: self.database_url.clone(),
+            database_pool_size: self.database_pool_size,
             health_listen: self.health_listen,
             log: self.log.clone(),
             log_format: self.log_format,

@@ -55,6 +55,7 @@ pub enum LogFormat {
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     pub database_url: Option<String>,
+    pub database_pool_size: Option<usize>,
     pub amqp_url: Option<String>,
     pub master_key: Option<String>,
     pub master_key_file: Option<PathBuf>,
@@ -90,6 +91,7 @@ impl Settings {
             base,
             over,
             database_url,
+            database_pool_size,
             amqp_url,
             master_key,
             master_key_file,
@@ -144,6 +146,7 @@ pub struct RoleConfig {
     /// claims; a new one per start.
     pub instance_id: String,
     pub database_url: String,
+    pub database_pool_size: usize,
     /// Set for every role but the responder.
     pub amqp_url: Option<String>,
     /// Set for the api and the issuer.
@@ -199,6 +202,12 @@ impl RoleConfig {
             bail!(
                 "database_url (CERTFLEET_DATABASE_URL) must be a PostgreSQL URL (postgres://…): the distributed roles share one database; SQLite is only for `certfleet dev` and `certfleet server`"
             );
+        }
+        let database_pool_size = settings
+            .database_pool_size
+            .unwrap_or(certfleet_store::DEFAULT_POOL_SIZE);
+        if database_pool_size == 0 {
+            bail!("database_pool_size (CERTFLEET_DATABASE_POOL_SIZE) must be at least 1");
         }
         let amqp_url = match settings.amqp_url {
             Some(url) if url.starts_with("amqp://") => Some(url),
@@ -261,6 +270,7 @@ impl RoleConfig {
             role,
             instance_id: instance_id(role),
             database_url,
+            database_pool_size,
             amqp_url,
             master_key,
             ca_directory,
@@ -315,9 +325,26 @@ mod tests {
     fn defaults_fill_in() {
         let config = RoleConfig::validate(Role::Issuer, minimal()).unwrap();
         assert_eq!(config.issuer_concurrency, 32);
+        assert_eq!(config.database_pool_size, 16);
         assert_eq!(config.scheduler_interval, Duration::from_secs(30));
         assert!(config.instance_id.starts_with("issuer-"));
         assert_ne!(config.instance_id, instance_id(Role::Issuer));
+    }
+
+    #[test]
+    fn an_empty_database_pool_is_refused_by_name() {
+        let settings = Settings {
+            database_pool_size: Some(0),
+            ..minimal()
+        };
+        let error = RoleConfig::validate(Role::Scheduler, settings).unwrap_err();
+        assert!(error.to_string().contains("database_pool_size"), "{error}");
+        let settings = Settings {
+            database_pool_size: Some(4),
+            ..minimal()
+        };
+        let config = RoleConfig::validate(Role::Scheduler, settings).unwrap();
+        assert_eq!(config.database_pool_size, 4);
     }
 
     #[test]

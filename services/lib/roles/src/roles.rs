@@ -211,6 +211,19 @@ pub async fn run_scheduler(config: RoleConfig) -> anyhow::Result<()> {
             owner: config.instance_id.clone(),
         },
     );
+    // Every scheduler (active or standby) records dead-lettered jobs: each
+    // dead letter goes to one of them.
+    let dead_letters = tokio::spawn(record_dead_letters(
+        scheduler.clone(),
+        RabbitJobs::new(
+            rabbit
+                .clone()
+                .with_connection_name(format!("{} dead letters", rabbit.connection_name)),
+            &[JobQueue::Dead],
+            DEAD_LETTER_PREFETCH,
+        ),
+        stop.clone(),
+    ));
     tracing::info!(instance = %config.instance_id, interval_seconds = config.scheduler_interval.as_secs(), "certfleet-scheduler running");
     // Stops between passes and gives the lease up, so a standby takes over at once.
     let mut stopping = stop.clone();
@@ -219,12 +232,60 @@ pub async fn run_scheduler(config: RoleConfig) -> anyhow::Result<()> {
             let _ = stopping.wait_for(|stopped| *stopped).await;
         })
         .await;
+    let _ = dead_letters.await;
     finish_relay(&relay, relay_task).await;
     publisher.close().await;
     if let Some(health) = health {
         let _ = health.await;
     }
     Ok(())
+}
+
+/// Dead letters a scheduler holds unacked at once.
+const DEAD_LETTER_PREFETCH: u16 = 8;
+
+/// Records each dead-lettered job on its certificate, then acks it. While the
+/// database cannot be written, the same dead letter is tried again with a
+/// growing pause; at stop, an unrecorded one stays in the queue.
+async fn record_dead_letters(
+    scheduler: Scheduler,
+    mut jobs: RabbitJobs,
+    stop: watch::Receiver<bool>,
+) {
+    let mut until_stopped = UntilStopped {
+        jobs: &mut jobs,
+        stop: stop.clone(),
+    };
+    while let Some(delivery) = until_stopped.next().await {
+        let mut pause = Duration::from_millis(500);
+        loop {
+            match scheduler
+                .record_dead_job(&delivery.job, delivery.death())
+                .await
+            {
+                Ok(_) => {
+                    if let Err(error) = delivery.ack().await {
+                        tracing::warn!(%error, "cannot ack a recorded dead letter; it comes back and is recorded again");
+                    }
+                    break;
+                }
+                Err(error) => {
+                    tracing::warn!(certificate_id = %delivery.job.certificate_id, %error, "cannot record a dead-lettered job yet");
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = stopped(stop.clone()) => {
+                            // Unsettled: back to the queue when the connection closes.
+                            drop(delivery);
+                            jobs.close().await;
+                            return;
+                        }
+                    }
+                    pause = (pause * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    }
+    jobs.close().await;
 }
 
 /// The HTTP-01 responder over the shared database.

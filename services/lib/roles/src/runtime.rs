@@ -100,7 +100,8 @@ pub async fn open_store(config: &RoleConfig, migrate: bool) -> anyhow::Result<St
     let deadline = tokio::time::Instant::now() + DATABASE_WAIT;
     loop {
         let attempt = async {
-            let store = Store::connect(&config.database_url).await?;
+            let store =
+                Store::connect_with_pool(&config.database_url, config.database_pool_size).await?;
             if migrate {
                 let applied = store.migrate().await?;
                 if !applied.is_empty() {

@@ -35,6 +35,9 @@ const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../../migrat
 type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
 
 /// Longest wait for a PostgreSQL connection (from the pool or a new one).
+/// PostgreSQL connections one process opens at most, by default.
+pub const DEFAULT_POOL_SIZE: usize = 16;
+
 const POOL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Errors of the store. Callers map them to gRPC codes in one place.
@@ -155,14 +158,21 @@ macro_rules! write_effects {
 pub(crate) use {transaction, with_conn, write_effects};
 
 impl Store {
-    /// Connects to `postgres://…` or `sqlite://PATH` (a bare path is SQLite too).
+    /// Connects to `postgres://…` or `sqlite://PATH` (a bare path is SQLite
+    /// too), with at most [`DEFAULT_POOL_SIZE`] PostgreSQL connections.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        Store::connect_with_pool(url, DEFAULT_POOL_SIZE).await
+    }
+
+    /// Like [`connect`](Self::connect), with at most `pool_size` PostgreSQL
+    /// connections (opened as needed; SQLite always has one).
+    pub async fn connect_with_pool(url: &str, pool_size: usize) -> Result<Store, StoreError> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url);
             // Bounded waits: with the database gone, callers get `Unavailable`
             // within seconds instead of hanging.
             let pool = Pool::builder(manager)
-                .max_size(16)
+                .max_size(pool_size.max(1))
                 .runtime(deadpool::Runtime::Tokio1)
                 .wait_timeout(Some(POOL_TIMEOUT))
                 .create_timeout(Some(POOL_TIMEOUT))

@@ -148,6 +148,59 @@ impl Store {
         })
     }
 
+    /// Records on the certificate that its job was dead-lettered by the broker
+    /// (with `effects`, e.g. a `failed` event, in the same transaction).
+    /// `retry_at_ms`: an issuance job, recorded only while the certificate
+    /// still waits for one (pending, issuing, renewing), whose next attempt is
+    /// pushed to that time; `None`: a revocation job, noted on any certificate
+    /// that is not deleted. False when nothing matched (a stale duplicate of
+    /// finished work, or a deleted certificate).
+    pub async fn record_dead_job(
+        &self,
+        organization_id: &str,
+        certificate_id: &str,
+        error: &str,
+        retry_at_ms: Option<i64>,
+        now_ms: i64,
+        effects: Effects,
+    ) -> Result<bool, StoreError> {
+        transaction!(self, |conn| {
+            let target = certificates::table
+                .find(certificate_id)
+                .filter(certificates::organization_id.eq(organization_id))
+                .filter(certificates::deleted_at.is_null());
+            let updated =
+                match retry_at_ms {
+                    Some(retry_at) => {
+                        diesel::update(target.filter(
+                            certificates::status.eq_any(["pending", "issuing", "renewing"]),
+                        ))
+                        .set((
+                            certificates::last_error.eq(Some(error)),
+                            certificates::next_attempt_at.eq(Some(retry_at)),
+                            certificates::updated_at.eq(now_ms),
+                        ))
+                        .execute(conn)
+                        .await?
+                    }
+                    None => {
+                        diesel::update(target)
+                            .set((
+                                certificates::last_error.eq(Some(error)),
+                                certificates::updated_at.eq(now_ms),
+                            ))
+                            .execute(conn)
+                            .await?
+                    }
+                };
+            if updated == 0 {
+                return Ok(false);
+            }
+            write_effects!(conn, effects);
+            Ok(true)
+        })
+    }
+
     /// Every ACME order URL the organization's rows name: the orders being
     /// worked on and the orders of issued versions.
     pub async fn known_order_urls(

@@ -17,7 +17,7 @@ use lapin::{Acker, BasicProperties, Channel, Confirmation, Connection, Consumer}
 
 use super::{
     JobQueue, RETRIES_HEADER, RabbitConfig, TRACEPARENT_HEADER, backoff, header_count,
-    header_string,
+    header_death, header_string,
 };
 use crate::{BusError, Job, JobDelivery, JobSource, RetryTier};
 
@@ -195,12 +195,14 @@ impl RabbitJobs {
         let headers = delivery.properties.headers().as_ref();
         let retries = header_count(headers, RETRIES_HEADER).unwrap_or(0);
         let traceparent = header_string(headers, TRACEPARENT_HEADER);
+        let death = header_death(headers);
         match serde_json::from_slice::<Job>(&delivery.data) {
             Ok(job) => Some(JobDelivery::rabbit(
                 job,
                 delivery.redelivered,
                 retries,
                 traceparent,
+                death,
                 RabbitSettle {
                     acker: delivery.acker,
                     channel,
@@ -217,6 +219,18 @@ impl RabbitJobs {
                     .as_ref()
                     .map(|id| id.as_str().to_owned())
                     .unwrap_or_default();
+                if self.queues == [JobQueue::Dead] {
+                    // Logged when it was dead-lettered; nothing to record it on.
+                    tracing::error!(
+                        %message_id,
+                        %error,
+                        "malformed message in the dead-letter queue; dropped"
+                    );
+                    if let Err(error) = delivery.acker.ack(BasicAckOptions::default()).await {
+                        tracing::warn!(%message_id, %error, "cannot drop malformed dead letter");
+                    }
+                    return None;
+                }
                 tracing::error!(
                     %message_id,
                     routing_key = %delivery.routing_key,

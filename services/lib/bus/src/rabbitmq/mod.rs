@@ -114,6 +114,30 @@ pub(crate) fn header_string(headers: Option<&FieldTable>, name: &str) -> Option<
     }
 }
 
+/// Why the broker dead-lettered a message, from its `x-death` header (the
+/// latest death first) or, failing that, `x-first-death-*`.
+pub(crate) fn header_death(headers: Option<&FieldTable>) -> Option<crate::Death> {
+    let delivery_count = header_count(headers, "x-delivery-count");
+    if let Some(AMQPValue::FieldArray(deaths)) = headers?.inner().get("x-death")
+        && let Some(AMQPValue::FieldTable(latest)) = deaths.as_slice().first()
+    {
+        let latest = Some(latest);
+        return Some(crate::Death {
+            queue: header_string(latest, "queue").unwrap_or_default(),
+            reason: header_string(latest, "reason").unwrap_or_default(),
+            times: header_count(latest, "count").unwrap_or(1),
+            delivery_count,
+        });
+    }
+    let reason = header_string(headers, "x-first-death-reason")?;
+    Some(crate::Death {
+        queue: header_string(headers, "x-first-death-queue").unwrap_or_default(),
+        reason,
+        times: 1,
+        delivery_count,
+    })
+}
+
 /// An integer header, or `None`.
 pub(crate) fn header_count(headers: Option<&FieldTable>, name: &str) -> Option<u32> {
     let count = match headers?.inner().get(name)? {

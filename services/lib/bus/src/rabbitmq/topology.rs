@@ -26,16 +26,21 @@ pub enum JobQueue {
     Issue,
     /// Revocation: `certfleet.revoke`, routing key `revoke`.
     Revoke,
+    /// The dead letters: `certfleet.dead`, fed by [`DEAD_LETTER_EXCHANGE`]
+    /// (a fanout, so no routing key). Consumed by the scheduler, which
+    /// records each job's failure on its certificate.
+    Dead,
 }
 
 impl JobQueue {
-    /// Both queues, which is what an issuer consumes.
+    /// Both job queues, which is what an issuer consumes.
     pub const ALL: [JobQueue; 2] = [JobQueue::Issue, JobQueue::Revoke];
 
     pub fn name(self) -> &'static str {
         match self {
             JobQueue::Issue => "certfleet.issue",
             JobQueue::Revoke => "certfleet.revoke",
+            JobQueue::Dead => DEAD_QUEUE,
         }
     }
 
@@ -43,6 +48,7 @@ impl JobQueue {
         match self {
             JobQueue::Issue => "issue",
             JobQueue::Revoke => "revoke",
+            JobQueue::Dead => "",
         }
     }
 
