@@ -13,3 +13,4 @@ mod lifecycle;
 mod secrets;
 mod tenancy;
 mod tls;
+mod trace;

@@ -90,7 +90,25 @@ pub async fn grpc_routes_with_shutdown(
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
-    Ok(routes.routes())
+    let router = routes
+        .routes()
+        .into_axum_router()
+        .layer(axum::middleware::from_fn(trace_context));
+    Ok(Routes::from(router))
+}
+
+/// Runs each call in the trace of its `traceparent` header (a fresh trace
+/// without a valid one), so the jobs and events it writes carry it on.
+async fn trace_context(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let parent = request
+        .headers()
+        .get(certfleet_bus::rabbitmq::TRACEPARENT_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    certfleet_bus::in_trace(parent, next.run(request)).await
 }
 
 fn reflection_builder() -> tonic_reflection::server::Builder<'static> {

@@ -13,7 +13,7 @@ pub use inprocess::{InProcessBus, InProcessJobs};
 pub use jobs::{Death, JobDelivery, JobSource, RetryTier};
 pub use messages::{EventBuilder, Job, JobKind, decode_event, event_message};
 pub use relay::{OutboxRelay, Publisher};
-pub use trace::{new_traceparent, valid_traceparent};
+pub use trace::{current_traceparent, in_trace, new_traceparent, valid_traceparent};
 
 /// Where watchers get lifecycle events from (the in-process bus here; a broker
 /// queue in the distributed mode).

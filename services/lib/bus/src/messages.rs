@@ -65,6 +65,7 @@ impl Job {
             // Serializing a struct of strings cannot fail.
             payload: serde_json::to_vec(self).unwrap_or_default(),
             created_at: now_ms,
+            traceparent: crate::current_traceparent(),
         }
     }
 
@@ -160,6 +161,7 @@ pub fn event_message(event: &CertificateEvent) -> OutboxMessage {
         organization_id: Some(event.organization_id.clone()),
         payload: event.encode_to_vec(),
         created_at: event.time,
+        traceparent: crate::current_traceparent(),
     }
 }
 

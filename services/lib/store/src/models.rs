@@ -156,6 +156,9 @@ pub struct OutboxMessage {
     pub organization_id: Option<String>,
     pub payload: Vec<u8>,
     pub created_at: i64,
+    /// W3C trace context of the call or job that wrote it; published in the
+    /// message's `traceparent` header (a fresh one when `None`).
+    pub traceparent: Option<String>,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]

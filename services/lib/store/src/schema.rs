@@ -126,6 +126,7 @@ diesel::table! {
         created_at -> BigInt,
         claimed_by -> Nullable<Text>,
         claimed_until -> Nullable<BigInt>,
+        traceparent -> Nullable<Text>,
     }
 }
 

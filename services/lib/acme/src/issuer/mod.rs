@@ -418,8 +418,12 @@ impl IssuerPool {
 }
 
 /// Runs one job and settles it after its outcome is in the database.
+/// Runs one job in the trace its message carried (the events it writes
+/// continue the caller's trace), then settles it.
 async fn work(issuer: &Issuer, delivery: certfleet_bus::JobDelivery) {
-    let settled = match issuer.handle(&delivery.job).await {
+    let trace = delivery.traceparent().map(str::to_owned);
+    let handled = certfleet_bus::in_trace(trace, issuer.handle(&delivery.job)).await;
+    let settled = match handled {
         Err(AcmeError::Store(_)) => delivery.retry_later(RetryTier::Short).await,
         Ok(()) | Err(_) => delivery.ack().await,
     };

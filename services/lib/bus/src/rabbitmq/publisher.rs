@@ -11,7 +11,7 @@ use lapin::{BasicProperties, Channel, Confirmation, Connection};
 use tokio::sync::Mutex;
 
 use super::{EVENTS_EXCHANGE, JOBS_EXCHANGE, JobQueue, RabbitConfig, TRACEPARENT_HEADER, backoff};
-use crate::{BusError, Job, Publisher, new_traceparent};
+use crate::{BusError, Job, Publisher, new_traceparent, valid_traceparent};
 
 const EVENT_PREFIX: &str = "event.";
 /// AMQP delivery mode of messages written to disk.
@@ -161,9 +161,14 @@ fn route(message: &OutboxMessage) -> Result<Option<Route>, BusError> {
 
 fn properties(message: &OutboxMessage, content_type: &str) -> BasicProperties {
     let mut headers = FieldTable::default();
+    let traceparent = message
+        .traceparent
+        .clone()
+        .filter(|value| valid_traceparent(value))
+        .unwrap_or_else(new_traceparent);
     headers.insert(
         TRACEPARENT_HEADER.into(),
-        AMQPValue::LongString(LongString::from(new_traceparent())),
+        AMQPValue::LongString(LongString::from(traceparent)),
     );
     if let Some(organization_id) = &message.organization_id {
         headers.insert(

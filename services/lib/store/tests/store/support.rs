@@ -82,6 +82,7 @@ pub fn message(organization_id: &str, topic: &str) -> OutboxMessage {
         organization_id: Some(organization_id.to_owned()),
         payload: topic.as_bytes().to_vec(),
         created_at: NOW,
+        traceparent: None,
     }
 }
 

@@ -117,6 +117,7 @@ fn outbox_message(id: &str) -> OutboxMessage {
         organization_id: None,
         payload: id.as_bytes().to_vec(),
         created_at: NOW,
+        traceparent: None,
     }
 }
 
