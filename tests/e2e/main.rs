@@ -10,6 +10,7 @@ mod failures;
 mod grpcurl;
 mod issuance;
 mod lifecycle;
+mod outage;
 mod secrets;
 mod tenancy;
 mod tls;

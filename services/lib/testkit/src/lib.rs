@@ -9,11 +9,13 @@ mod database;
 mod listener;
 mod pebble;
 mod process;
+mod proxy;
 mod rabbitmq;
 
 pub use database::TestDatabase;
 pub use pebble::{Pebble, PebbleOptions};
 pub use process::grpcurl_path;
+pub use proxy::TcpProxy;
 pub use rabbitmq::TestVhost;
 
 /// A TCP port on 127.0.0.1 that nothing listened on a moment ago.
