@@ -17,6 +17,15 @@
 # postgres://postgres@127.0.0.1:5432/postgres); RabbitMQ with rabbitmqctl and
 # the guest user. Only one responder can bind Pebble's HTTP-01 port: further
 # responders listen on free ports (behind a load balancer in production).
+#
+# Opt-in, for scripts that start several stacks in a row on one Pebble
+# (deploy/local/bench-bulk.sh):
+#   STACK_PEBBLE_DIR=DIR  use the Pebble already running with state DIR
+#                         (pebble.sh start DIR) instead of starting one;
+#                         `stop` leaves it running
+#   STACK_BIN_DIR=DIR     run the four binaries found in DIR (e.g. a release
+#                         build) instead of building and running debug ones
+# Relative paths are taken from the repository root.
 set -euo pipefail
 
 cd "$(dirname "$0")/../.."
@@ -89,13 +98,33 @@ start() {
     fi
 
     bash deploy/local/install-deps.sh
-    cargo build -p certfleet -p certfleet-api-bin -p certfleet-responder-bin \
-        -p certfleet-issuer -p certfleet-scheduler
-    TARGET=$(cargo metadata --format-version 1 --no-deps |
-        python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')/debug
+    if [[ -n ${STACK_BIN_DIR:-} ]]; then
+        TARGET=$(cd "$STACK_BIN_DIR" && pwd)
+        local binary
+        for binary in certfleet-api certfleet-responder certfleet-issuer certfleet-scheduler; do
+            if [[ ! -x $TARGET/$binary ]]; then
+                echo "stack.sh: no $binary in STACK_BIN_DIR=$STACK_BIN_DIR" >&2
+                exit 1
+            fi
+        done
+    else
+        cargo build -p certfleet -p certfleet-api-bin -p certfleet-responder-bin \
+            -p certfleet-issuer -p certfleet-scheduler
+        TARGET=$(cargo metadata --format-version 1 --no-deps |
+            python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')/debug
+    fi
 
-    bash deploy/local/pebble.sh start "$state/pebble" >/dev/null
-    local pebble_env=$state/pebble/env
+    local pebble_env
+    if [[ -n ${STACK_PEBBLE_DIR:-} ]]; then
+        pebble_env=$STACK_PEBBLE_DIR/env
+        if [[ ! -s $pebble_env ]]; then
+            echo "stack.sh: no running Pebble in STACK_PEBBLE_DIR=$STACK_PEBBLE_DIR (no env file)" >&2
+            exit 1
+        fi
+    else
+        bash deploy/local/pebble.sh start "$state/pebble" >/dev/null
+        pebble_env=$state/pebble/env
+    fi
     local ca_directory ca_root http01_port
     ca_directory=$(sed -n 's/^CERTFLEET_CA_DIRECTORY=//p' "$pebble_env")
     ca_root=$(sed -n 's/^CERTFLEET_CA_ROOT=//p' "$pebble_env")
