@@ -282,6 +282,22 @@ impl Pebble {
         format!("http://127.0.0.1:{}", self.ports.challtestsrv_management)
     }
 
+    /// Whether Pebble still answers a request that reads its store. Pebble 2.4
+    /// can deadlock under concurrent new orders (a lock-order inversion in its
+    /// in-memory store); it then still serves `/dir` and nonces, but nothing
+    /// else, for good. Blocks up to 5 s (runs `curl`).
+    pub fn answers_store_reads(&self) -> bool {
+        std::process::Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "--max-time", "5", "--cacert"])
+            .arg(self.listener_ca_path())
+            .arg(format!(
+                "{}/cert-status-by-serial/00",
+                self.management_url()
+            ))
+            .status()
+            .is_ok_and(|status| status.success())
+    }
+
     /// Directory holding the config, certificates and logs (`pebble.log`,
     /// `challtestsrv.log`); removed on drop.
     pub fn state_dir(&self) -> &Path {
