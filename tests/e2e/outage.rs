@@ -176,3 +176,130 @@ async fn the_api_answers_unavailable_without_its_database_and_recovers() {
     drop(proxy);
     stack.remove().await.unwrap();
 }
+
+/// RabbitMQ out of reach of every process (the broker keeps running; the
+/// processes reach it through a proxy the test cuts): certificates requested
+/// meanwhile are accepted (the jobs wait in the outbox), and are all issued
+/// once the broker is back, without a restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn work_requested_while_rabbitmq_is_away_is_done_when_it_returns() {
+    let pebble = Pebble::start(PebbleOptions::default()).await.unwrap();
+    let stack = RoleStack::create(&pebble).await.unwrap();
+    let proxy = TcpProxy::start(SocketAddr::from(([127, 0, 0, 1], 5672)))
+        .await
+        .unwrap();
+    let amqp_url = stack
+        .vhost
+        .amqp_url()
+        .replace("127.0.0.1:5672", &proxy.address().to_string());
+    assert_ne!(
+        amqp_url,
+        stack.vhost.amqp_url(),
+        "the URL goes through the proxy"
+    );
+    let grpc = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let http01 = SocketAddr::from(([127, 0, 0, 1], pebble.http01_port()));
+    let through_proxy = |mut args: Vec<String>| {
+        args.extend(["--amqp-url".to_owned(), amqp_url.clone()]);
+        args
+    };
+    let mut processes = vec![
+        stack
+            .spawn(
+                "certfleet-api",
+                "api",
+                through_proxy(vec!["--grpc-listen".to_owned(), grpc.to_string()]),
+            )
+            .unwrap(),
+        stack
+            .spawn(
+                "certfleet-responder",
+                "responder",
+                vec!["--http01-listen".to_owned(), http01.to_string()],
+            )
+            .unwrap(),
+        stack
+            .spawn(
+                "certfleet-issuer",
+                "issuer",
+                through_proxy(vec![
+                    "--http01-self-check-addr".to_owned(),
+                    http01.to_string(),
+                ]),
+            )
+            .unwrap(),
+        stack
+            .spawn(
+                "certfleet-scheduler",
+                "scheduler",
+                through_proxy(vec!["--scheduler-interval".to_owned(), "1".to_owned()]),
+            )
+            .unwrap(),
+    ];
+    for (process, health) in &mut processes {
+        process.wait_healthy(*health).await.unwrap();
+    }
+    let logs = |processes: &[(certfleet_e2e::RoleProcess, SocketAddr)]| {
+        processes
+            .iter()
+            .map(|(process, _)| format!("--- {}\n{}", process.name, process.log()))
+            .collect::<String>()
+    };
+    let (write, _) = organization(grpc, &stack.admin_token, "brokerless").await;
+    let mut client = certfleet_e2e::certificates(grpc, &write).await;
+
+    proxy.cut();
+    let mut ids = Vec::new();
+    for index in 0..5 {
+        let created = tokio::time::timeout(
+            PROMPT,
+            client.create_certificate(request(
+                &[&format!("away{index}.broker.test")],
+                pb::KeyType::EcdsaP256,
+            )),
+        )
+        .await
+        .expect("CreateCertificate hangs without the broker")
+        .expect("CreateCertificate without the broker: the job waits in the outbox");
+        ids.push(created.into_inner().id);
+    }
+    // Nothing can be issued while the jobs cannot reach the issuer.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    for id in &ids {
+        let certificate = client
+            .get_certificate(GetCertificateRequest { id: id.clone() })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            certificate.status,
+            pb::CertificateStatus::Pending as i32,
+            "{id} changed while the broker was away: {}",
+            logs(&processes)
+        );
+    }
+
+    proxy.restore();
+    for id in &ids {
+        certfleet_e2e::wait_for(
+            &mut client,
+            id,
+            Duration::from_secs(90),
+            certfleet_e2e::is_valid,
+        )
+        .await
+        .unwrap_or_else(|error| panic!("{error}\n{}", logs(&processes)));
+    }
+    for (process, _) in &mut processes {
+        let status = process.terminate();
+        assert!(
+            status.success(),
+            "{} exited with {status}: {}",
+            process.name,
+            process.log()
+        );
+    }
+    drop(processes);
+    drop(proxy);
+    stack.remove().await.unwrap();
+}
