@@ -27,7 +27,9 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 pub use certfleet_testkit;
-pub use roles::{LoggedChild, RoleProcess, RoleStack, role_binary};
+pub use roles::{
+    LoggedChild, RoleProcess, RoleStack, all_logs, role_binary, terminate_all, wait_all_healthy,
+};
 
 mod roles;
 

@@ -234,3 +234,40 @@ impl RoleStack {
         Ok((process, health))
     }
 }
+
+/// Every process's log, each under its name.
+pub fn all_logs(processes: &[(RoleProcess, SocketAddr)]) -> String {
+    processes
+        .iter()
+        .map(|(process, _)| format!("--- {}\n{}", process.name, process.log()))
+        .collect()
+}
+
+/// Waits until every process answers its health check.
+pub async fn wait_all_healthy(processes: &mut [(RoleProcess, SocketAddr)]) -> anyhow::Result<()> {
+    for (process, health) in processes {
+        process.wait_healthy(*health).await?;
+    }
+    Ok(())
+}
+
+/// Stops every process with SIGTERM; an error names each one that did not
+/// exit 0, with its log.
+pub fn terminate_all(processes: &mut [(RoleProcess, SocketAddr)]) -> anyhow::Result<()> {
+    let mut failed = String::new();
+    for (process, _) in processes {
+        let status = process.terminate();
+        if !status.success() {
+            failed.push_str(&format!(
+                "{} exited with {status}: {}\n",
+                process.name,
+                process.log()
+            ));
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        bail!("{failed}")
+    }
+}

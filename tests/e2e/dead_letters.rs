@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use certfleet_e2e::certfleet_testkit::{Pebble, PebbleOptions, free_port};
-use certfleet_e2e::{RoleStack, organization, request};
+use certfleet_e2e::{RoleStack, all_logs, organization, request, terminate_all, wait_all_healthy};
 use certfleet_proto::v1::{self as pb, GetCertificateRequest};
 use futures_util::StreamExt as _;
 use lapin::options::{
@@ -55,15 +55,7 @@ async fn a_dead_lettered_job_is_recorded_on_its_certificate() {
             )
             .unwrap(),
     ];
-    for (process, health) in &mut processes {
-        process.wait_healthy(*health).await.unwrap();
-    }
-    let logs = |processes: &[(certfleet_e2e::RoleProcess, SocketAddr)]| {
-        processes
-            .iter()
-            .map(|(process, _)| format!("--- {}\n{}", process.name, process.log()))
-            .collect::<String>()
-    };
+    wait_all_healthy(&mut processes).await.unwrap();
 
     // No issuer runs: the test is the worker that never finishes the job.
     let connection = Connection::connect(&stack.vhost.amqp_url(), ConnectionProperties::default())
@@ -120,7 +112,7 @@ async fn a_dead_lettered_job_is_recorded_on_its_certificate() {
         assert!(
             Instant::now() < deadline,
             "nothing recorded after {deliveries} deliveries: {}",
-            logs(&processes)
+            all_logs(&processes)
         );
     };
     assert!(
@@ -152,7 +144,7 @@ async fn a_dead_lettered_job_is_recorded_on_its_certificate() {
     drop(confirm);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let log = logs(&processes);
+        let log = all_logs(&processes);
         if log.contains("job dead-lettered; recorded on the certificate")
             && log.contains("malformed message in the dead-letter queue; dropped")
             && depth(&channel, "certfleet.dead").await == 0
@@ -167,10 +159,7 @@ async fn a_dead_lettered_job_is_recorded_on_its_certificate() {
     }
     connection.close(200, "done".into()).await.unwrap();
 
-    for (process, _) in &mut processes {
-        let status = process.terminate();
-        assert!(status.success(), "{} exited with {status}", process.name);
-    }
+    terminate_all(&mut processes).unwrap();
     drop(processes);
     stack.remove().await.unwrap();
 }

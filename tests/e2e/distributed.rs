@@ -131,10 +131,7 @@ async fn consume_events(url: String, events: Events, received: Arc<Mutex<usize>>
 }
 
 fn all_logs(processes: &[(RoleProcess, SocketAddr)], pebble_log: &Path) -> String {
-    let mut logs: String = processes
-        .iter()
-        .map(|(process, _)| format!("--- {}\n{}", process.name, process.log()))
-        .collect();
+    let mut logs = certfleet_e2e::all_logs(processes);
     logs.push_str("--- pebble (Added order lines)\n");
     logs.push_str(
         &std::fs::read_to_string(pebble_log)

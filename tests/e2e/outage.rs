@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use certfleet_e2e::certfleet_testkit::{Pebble, PebbleOptions, TcpProxy, free_port};
-use certfleet_e2e::{RoleStack, organization, request};
+use certfleet_e2e::{RoleStack, all_logs, organization, request, terminate_all, wait_all_healthy};
 use certfleet_proto::v1::{self as pb, GetCertificateRequest, ListCertificatesRequest};
 use tokio::time::Instant;
 use tonic::Code;
@@ -236,15 +236,7 @@ async fn work_requested_while_rabbitmq_is_away_is_done_when_it_returns() {
             )
             .unwrap(),
     ];
-    for (process, health) in &mut processes {
-        process.wait_healthy(*health).await.unwrap();
-    }
-    let logs = |processes: &[(certfleet_e2e::RoleProcess, SocketAddr)]| {
-        processes
-            .iter()
-            .map(|(process, _)| format!("--- {}\n{}", process.name, process.log()))
-            .collect::<String>()
-    };
+    wait_all_healthy(&mut processes).await.unwrap();
     let (write, _) = organization(grpc, &stack.admin_token, "brokerless").await;
     let mut client = certfleet_e2e::certificates(grpc, &write).await;
 
@@ -275,7 +267,7 @@ async fn work_requested_while_rabbitmq_is_away_is_done_when_it_returns() {
             certificate.status,
             pb::CertificateStatus::Pending as i32,
             "{id} changed while the broker was away: {}",
-            logs(&processes)
+            all_logs(&processes)
         );
     }
 
@@ -288,17 +280,9 @@ async fn work_requested_while_rabbitmq_is_away_is_done_when_it_returns() {
             certfleet_e2e::is_valid,
         )
         .await
-        .unwrap_or_else(|error| panic!("{error}\n{}", logs(&processes)));
+        .unwrap_or_else(|error| panic!("{error}\n{}", all_logs(&processes)));
     }
-    for (process, _) in &mut processes {
-        let status = process.terminate();
-        assert!(
-            status.success(),
-            "{} exited with {status}: {}",
-            process.name,
-            process.log()
-        );
-    }
+    terminate_all(&mut processes).unwrap();
     drop(processes);
     drop(proxy);
     stack.remove().await.unwrap();

@@ -8,7 +8,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use certfleet_e2e::certfleet_testkit::{Pebble, PebbleOptions, free_port};
-use certfleet_e2e::{RoleStack, is_valid, organization, request, wait_for};
+use certfleet_e2e::{
+    RoleStack, is_valid, organization, request, terminate_all, wait_all_healthy, wait_for,
+};
 use certfleet_proto::v1::{self as pb, CertificateEvent, EventType};
 use lapin::options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
@@ -49,9 +51,7 @@ async fn a_callers_trace_reaches_the_events_of_its_certificate() {
             )
             .unwrap(),
     ];
-    for (process, health) in &mut processes {
-        process.wait_healthy(*health).await.unwrap();
-    }
+    wait_all_healthy(&mut processes).await.unwrap();
 
     // A queue of our own on certfleet.events, bound before anything happens.
     let connection = Connection::connect(&stack.vhost.amqp_url(), ConnectionProperties::default())
@@ -156,10 +156,7 @@ async fn a_callers_trace_reaches_the_events_of_its_certificate() {
     assert_eq!(spans.len(), seen.len(), "each event is its own span");
 
     connection.close(200, "done".into()).await.unwrap();
-    for (process, _) in &mut processes {
-        let status = process.terminate();
-        assert!(status.success(), "{} exited with {status}", process.name);
-    }
+    terminate_all(&mut processes).unwrap();
     drop(processes);
     stack.remove().await.unwrap();
 }

@@ -18,6 +18,26 @@ pub use error::AcmeError;
 pub use issuer::{Issuer, IssuerPool};
 pub use scheduler::{Scheduler, SchedulerConfig};
 
+/// The `failed` event of `certificate` as an outbox row: `error` in plain
+/// words, `reason` as docs/EVENTS.md lists them.
+pub(crate) fn failed_event(
+    certificate: &certfleet_store::Certificate,
+    error: &str,
+    reason: &str,
+    now_ms: i64,
+) -> certfleet_store::OutboxMessage {
+    certfleet_bus::EventBuilder::new(
+        certfleet_proto::v1::EventType::Failed,
+        &certificate.organization_id,
+        &certificate.id,
+        certificate.name_list(),
+        now_ms,
+    )
+    .error(error)
+    .reason(reason)
+    .to_outbox()
+}
+
 /// Installs the process-wide rustls crypto provider (aws-lc-rs). Call once at
 /// start-up, before any TLS connection; later calls do nothing.
 pub fn install_crypto_provider() {

@@ -5,9 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use certfleet_bus::{Death, EventBuilder, Job, JobKind, OutboxRelay};
+use certfleet_bus::{Death, Job, JobKind, OutboxRelay};
 use certfleet_core::{Clock, SystemClock};
-use certfleet_proto::v1::EventType;
 use certfleet_store::{Effects, Store, StoreError};
 
 /// Certificates handled per pass and query.
@@ -110,18 +109,12 @@ impl Scheduler {
             ),
         };
         let mut effects = Effects::default();
-        effects.outbox.push(
-            EventBuilder::new(
-                EventType::Failed,
-                &certificate.organization_id,
-                &certificate.id,
-                certificate.name_list(),
-                now,
-            )
-            .error(&message)
-            .reason("dead-lettered")
-            .to_outbox(),
-        );
+        effects.outbox.push(crate::failed_event(
+            &certificate,
+            &message,
+            "dead-lettered",
+            now,
+        ));
         let recorded = self
             .store
             .record_dead_job(

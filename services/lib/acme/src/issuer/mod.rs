@@ -337,18 +337,12 @@ impl Issuer {
         // store keeps the certificate valid and moves its renewal time.
         let next_attempt_at = Some(now + retry_backoff_ms(attempts));
         let mut effects = Effects::default();
-        effects.outbox.push(
-            EventBuilder::new(
-                EventType::Failed,
-                &certificate.organization_id,
-                &certificate.id,
-                certificate.name_list(),
-                now,
-            )
-            .error(&message)
-            .reason(if final_failure { "final" } else { "will retry" })
-            .to_outbox(),
-        );
+        effects.outbox.push(crate::failed_event(
+            certificate,
+            &message,
+            if final_failure { "final" } else { "will retry" },
+            now,
+        ));
         self.store
             .record_failure(
                 &certificate.organization_id,

@@ -66,18 +66,12 @@ impl Issuer {
             "revocation failed: {error}; the certificate is still valid, ask again with `certfleet cert revoke`"
         );
         let effects = Effects {
-            outbox: vec![
-                EventBuilder::new(
-                    EventType::Failed,
-                    organization_id,
-                    certificate_id,
-                    certificate.name_list(),
-                    now,
-                )
-                .error(&message)
-                .reason("revocation")
-                .to_outbox(),
-            ],
+            outbox: vec![crate::failed_event(
+                &certificate,
+                &message,
+                "revocation",
+                now,
+            )],
             audit: Vec::new(),
         };
         self.store
