@@ -28,7 +28,8 @@ use tonic::transport::Channel;
 
 pub use certfleet_testkit;
 pub use roles::{
-    LoggedChild, RoleProcess, RoleStack, all_logs, role_binary, terminate_all, wait_all_healthy,
+    LoggedChild, RoleProcess, RoleStack, all_logs, bind_events_queue, role_binary, terminate_all,
+    wait_all_healthy,
 };
 
 mod roles;

@@ -271,3 +271,31 @@ pub fn terminate_all(processes: &mut [(RoleProcess, SocketAddr)]) -> anyhow::Res
         bail!("{failed}")
     }
 }
+
+/// Declares a queue bound to `certfleet.events` for every certificate event,
+/// the way a consumer of events does (docs/EVENTS.md): `name` durable, or,
+/// when `name` is empty, a server-named exclusive one. Returns its name.
+pub async fn bind_events_queue(channel: &lapin::Channel, name: &str) -> anyhow::Result<String> {
+    let queue = channel
+        .queue_declare(
+            name.into(),
+            lapin::options::QueueDeclareOptions {
+                durable: !name.is_empty(),
+                exclusive: name.is_empty(),
+                ..lapin::options::QueueDeclareOptions::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await?;
+    let name = queue.name().as_str().to_owned();
+    channel
+        .queue_bind(
+            name.as_str().into(),
+            "certfleet.events".into(),
+            "certificate.#".into(),
+            lapin::options::QueueBindOptions::default(),
+            lapin::types::FieldTable::default(),
+        )
+        .await?;
+    Ok(name)
+}

@@ -118,7 +118,7 @@ start() {
     if [[ -n ${STACK_PEBBLE_DIR:-} ]]; then
         pebble_env=$STACK_PEBBLE_DIR/env
         if [[ ! -s $pebble_env ]]; then
-            echo "stack.sh: no running Pebble in STACK_PEBBLE_DIR=$STACK_PEBBLE_DIR (no env file)" >&2
+            echo "stack.sh: no running Pebble in STACK_PEBBLE_DIR=$STACK_PEBBLE_DIR (no env file); start one with: bash deploy/local/pebble.sh start $STACK_PEBBLE_DIR" >&2
             exit 1
         fi
     else

@@ -21,9 +21,7 @@ use certfleet_e2e::certfleet_testkit::{Pebble, PebbleOptions, free_port};
 use certfleet_e2e::{RoleProcess, RoleStack, organization, request};
 use certfleet_proto::v1::{self as pb, CertificateEvent, GetCertificateRequest};
 use futures_util::StreamExt as _;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions, QueuePurgeOptions,
-};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueuePurgeOptions};
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
 use prost::Message as _;
@@ -71,27 +69,9 @@ async fn open_amqp(url: &str) -> lapin::Result<(Connection, lapin::Channel)> {
 }
 
 /// Declares and binds the test's own durable queue; the exchange must exist.
-async fn bind_events_queue(url: &str) {
+async fn bind_durable_events_queue(url: &str) {
     let (connection, channel) = open_amqp(url).await.unwrap();
-    channel
-        .queue_declare(
-            EVENTS_QUEUE.into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    channel
-        .queue_bind(
-            EVENTS_QUEUE.into(),
-            "certfleet.events".into(),
-            "certificate.#".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
+    certfleet_e2e::bind_events_queue(&channel, EVENTS_QUEUE)
         .await
         .unwrap();
     connection.close(200, "bound".into()).await.unwrap();
@@ -198,7 +178,7 @@ async fn distributed_roles_survive_kills_disconnects_and_a_purge() {
     phase("8 processes healthy");
     // The test's own durable consumer, bound before any certificate exists
     // (the processes have declared the exchange by now).
-    bind_events_queue(&vhost.amqp_url()).await;
+    bind_durable_events_queue(&vhost.amqp_url()).await;
     let events: Events = Arc::default();
     let received = Arc::new(Mutex::new(0_usize));
     let consumer = tokio::spawn(consume_events(

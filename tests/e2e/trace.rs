@@ -9,11 +9,12 @@ use std::time::Duration;
 
 use certfleet_e2e::certfleet_testkit::{Pebble, PebbleOptions, free_port};
 use certfleet_e2e::{
-    RoleStack, is_valid, organization, request, terminate_all, wait_all_healthy, wait_for,
+    RoleStack, bind_events_queue, is_valid, organization, request, terminate_all, wait_all_healthy,
+    wait_for,
 };
 use certfleet_proto::v1::{self as pb, CertificateEvent, EventType};
-use lapin::options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::options::BasicGetOptions;
+use lapin::types::AMQPValue;
 use lapin::{Connection, ConnectionProperties};
 use prost::Message as _;
 use tokio::time::Instant;
@@ -58,27 +59,7 @@ async fn a_callers_trace_reaches_the_events_of_its_certificate() {
         .await
         .unwrap();
     let channel = connection.create_channel().await.unwrap();
-    let queue = channel
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    channel
-        .queue_bind(
-            queue.name().as_str().into(),
-            "certfleet.events".into(),
-            "certificate.#".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let queue = bind_events_queue(&channel, "").await.unwrap();
 
     let (write, _) = organization(grpc, &stack.admin_token, "traced").await;
     let mut client = certfleet_e2e::certificates(grpc, &write).await;
@@ -115,10 +96,7 @@ async fn a_callers_trace_reaches_the_events_of_its_certificate() {
             processes[2].0.log()
         );
         let Some(message) = channel
-            .basic_get(
-                queue.name().as_str().into(),
-                BasicGetOptions { no_ack: true },
-            )
+            .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
             .await
             .unwrap()
         else {

@@ -48,8 +48,6 @@ pub struct Death {
     /// The broker's reason: `delivery_limit` (delivered too often without
     /// being settled), `rejected` (a worker gave it up), `expired`.
     pub reason: String,
-    /// How often it was dead-lettered from that queue.
-    pub times: u32,
     /// Deliveries before it died, where the broker counts them.
     pub delivery_count: Option<u32>,
 }

@@ -34,10 +34,10 @@ const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../../migrat
 
 type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
 
-/// Longest wait for a PostgreSQL connection (from the pool or a new one).
 /// PostgreSQL connections one process opens at most, by default.
 pub const DEFAULT_POOL_SIZE: usize = 16;
 
+/// Longest wait for a PostgreSQL connection (from the pool or a new one).
 const POOL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Errors of the store. Callers map them to gRPC codes in one place.

@@ -8,6 +8,22 @@ use crate::models::{Certificate, CertificateVersion, Effects};
 use crate::schema::{certificate_versions, certificates};
 use crate::{NewCertificateVersion, Store, StoreError, transaction, with_conn, write_effects};
 
+/// Applies `$changes` to the certificate while `$owner` holds its lease;
+/// [`StoreError::LeaseLost`] when it does not.
+macro_rules! update_leased {
+    ($store:expr, $organization_id:expr, $certificate_id:expr, $owner:expr, $changes:expr) => {
+        with_conn!($store, |conn| {
+            let updated = diesel::update(certificates::table.find($certificate_id))
+                .filter(certificates::organization_id.eq($organization_id))
+                .filter(certificates::lease_owner.eq($owner))
+                .set($changes)
+                .execute(conn)
+                .await?;
+            held_lease(updated)
+        })
+    };
+}
+
 impl Store {
     /// Leases the certificate to `owner` until `until_ms` unless another owner
     /// holds an unexpired lease. Returns the row when leased.
@@ -48,15 +64,13 @@ impl Store {
         owner: &str,
         until_ms: i64,
     ) -> Result<(), StoreError> {
-        with_conn!(self, |conn| {
-            let updated = diesel::update(certificates::table.find(certificate_id))
-                .filter(certificates::organization_id.eq(organization_id))
-                .filter(certificates::lease_owner.eq(owner))
-                .set(certificates::lease_until.eq(Some(until_ms)))
-                .execute(conn)
-                .await?;
-            held_lease(updated)
-        })
+        update_leased!(
+            self,
+            organization_id,
+            certificate_id,
+            owner,
+            certificates::lease_until.eq(Some(until_ms))
+        )
     }
 
     /// Gives up a lease held by `owner`.
@@ -106,23 +120,21 @@ impl Store {
         pending_order_url: Option<&str>,
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        with_conn!(self, |conn| {
-            let updated = diesel::update(certificates::table.find(certificate_id))
-                .filter(certificates::organization_id.eq(organization_id))
-                .filter(certificates::lease_owner.eq(owner))
-                .set((
-                    certificates::status.eq(status),
-                    certificates::pending_order_url.eq(pending_order_url),
-                    // A new order: any key saved for the previous one is void.
-                    certificates::pending_key_sealed.eq(None::<Vec<u8>>),
-                    // Its URL is saved: no order of this attempt is unrecorded.
-                    certificates::order_attempt_at.eq(None::<i64>),
-                    certificates::updated_at.eq(now_ms),
-                ))
-                .execute(conn)
-                .await?;
-            held_lease(updated)
-        })
+        update_leased!(
+            self,
+            organization_id,
+            certificate_id,
+            owner,
+            (
+                certificates::status.eq(status),
+                certificates::pending_order_url.eq(pending_order_url),
+                // A new order: any key saved for the previous one is void.
+                certificates::pending_key_sealed.eq(None::<Vec<u8>>),
+                // Its URL is saved: no order of this attempt is unrecorded.
+                certificates::order_attempt_at.eq(None::<i64>),
+                certificates::updated_at.eq(now_ms),
+            )
+        )
     }
 
     /// Notes, right before the lease holder asks the CA for a new order, that
@@ -137,15 +149,13 @@ impl Store {
         owner: &str,
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        with_conn!(self, |conn| {
-            let updated = diesel::update(certificates::table.find(certificate_id))
-                .filter(certificates::organization_id.eq(organization_id))
-                .filter(certificates::lease_owner.eq(owner))
-                .set(certificates::order_attempt_at.eq(Some(now_ms)))
-                .execute(conn)
-                .await?;
-            held_lease(updated)
-        })
+        update_leased!(
+            self,
+            organization_id,
+            certificate_id,
+            owner,
+            certificates::order_attempt_at.eq(Some(now_ms))
+        )
     }
 
     /// Records on the certificate that its job was dead-lettered by the broker
@@ -236,15 +246,13 @@ impl Store {
         owner: &str,
         key_sealed: &[u8],
     ) -> Result<(), StoreError> {
-        with_conn!(self, |conn| {
-            let updated = diesel::update(certificates::table.find(certificate_id))
-                .filter(certificates::organization_id.eq(organization_id))
-                .filter(certificates::lease_owner.eq(owner))
-                .set(certificates::pending_key_sealed.eq(Some(key_sealed)))
-                .execute(conn)
-                .await?;
-            held_lease(updated)
-        })
+        update_leased!(
+            self,
+            organization_id,
+            certificate_id,
+            owner,
+            certificates::pending_key_sealed.eq(Some(key_sealed))
+        )
     }
 
     /// Stores an issued certificate as the next version and makes it current.

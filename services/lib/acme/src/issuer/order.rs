@@ -246,9 +246,20 @@ impl Issuer {
             order.state().status,
             OrderStatus::Processing | OrderStatus::Valid
         );
-        let (key_pem, key_sealed) = match (&certificate.pending_key_sealed, finalized) {
+        let (key, key_sealed) = match (&certificate.pending_key_sealed, finalized) {
             // Resumed after its finalize: the key was saved before it.
-            (Some(sealed), true) => (self.vault.open(&context, sealed).await?, sealed.clone()),
+            (Some(sealed), true) => {
+                let pem = self.vault.open(&context, sealed).await?;
+                let key = std::str::from_utf8(&pem)
+                    .ok()
+                    .and_then(|text| rcgen::KeyPair::from_pem(text).ok())
+                    .ok_or_else(|| {
+                        AcmeError::Key(
+                            "the key saved before the order's finalize cannot be read".to_owned(),
+                        )
+                    })?;
+                (key, sealed.clone())
+            }
             _ => {
                 self.validate(certificate, order, &phase).await?;
                 let key = generate_key(key_type)?;
@@ -267,7 +278,7 @@ impl Issuer {
                 phase("key generated");
                 acme_call!("finalizing the order", timeout, order.finalize_csr(&csr))?;
                 phase("finalized");
-                (zeroize::Zeroizing::new(pem.as_bytes().to_vec()), sealed)
+                (key, sealed)
             }
         };
         // A fast CA has the certificate ready by now: fetch it without the first poll delay.
@@ -281,10 +292,6 @@ impl Issuer {
         };
         phase("certificate downloaded");
         let parsed = parse_chain(&chain)?;
-        let key_text = std::str::from_utf8(&key_pem)
-            .map_err(|_| AcmeError::Key("the saved key is not PEM text".to_owned()))?;
-        let key = rcgen::KeyPair::from_pem(key_text)
-            .map_err(|error| AcmeError::Key(format!("the saved key cannot be read: {error}")))?;
         if parsed.public_key_der != rcgen::PublicKeyData::subject_public_key_info(&key) {
             return Err(AcmeError::BadCertificate(
                 "the certificate does not match the key it was requested for".to_owned(),

@@ -125,7 +125,6 @@ pub(crate) fn header_death(headers: Option<&FieldTable>) -> Option<crate::Death>
         return Some(crate::Death {
             queue: header_string(latest, "queue").unwrap_or_default(),
             reason: header_string(latest, "reason").unwrap_or_default(),
-            times: header_count(latest, "count").unwrap_or(1),
             delivery_count,
         });
     }
@@ -133,7 +132,6 @@ pub(crate) fn header_death(headers: Option<&FieldTable>) -> Option<crate::Death>
     Some(crate::Death {
         queue: header_string(headers, "x-first-death-queue").unwrap_or_default(),
         reason,
-        times: 1,
         delivery_count,
     })
 }
