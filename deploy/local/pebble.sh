@@ -16,7 +16,9 @@
 #   CHALLTESTSRV_MANAGEMENT=http://127.0.0.1:PORT
 # Pebble environment knobs (PEBBLE_WFE_NONCEREJECT, PEBBLE_AUTHZREUSE,
 # PEBBLE_VA_ALWAYS_VALID, PEBBLE_CHAIN_LENGTH, ...) are passed through;
-# PEBBLE_VA_NOSLEEP defaults to 1.
+# PEBBLE_VA_NOSLEEP defaults to 1. PEBBLE_DNS_SERVER=IP:PORT makes Pebble
+# resolve through that server instead of pebble-challtestsrv (DNS-01 against a
+# local BIND, see deploy/local/bind.sh); PEBBLE_DNS then names it.
 set -euo pipefail
 
 usage() {
@@ -162,7 +164,7 @@ JSON
     (
         cd "$state"
         export PEBBLE_VA_NOSLEEP="${PEBBLE_VA_NOSLEEP:-1}"
-        exec nohup pebble -config "$state/pebble-config.json" -dnsserver "127.0.0.1:$dns_port" \
+        exec nohup pebble -config "$state/pebble-config.json" -dnsserver "${PEBBLE_DNS_SERVER:-127.0.0.1:$dns_port}" \
             >"$state/pebble.log" 2>&1 </dev/null
     ) &
     echo $! >"$state/pebble.pid"
@@ -173,7 +175,7 @@ CERTFLEET_CA_ROOT=$state/ca.pem
 PEBBLE_MANAGEMENT=https://127.0.0.1:$management_port
 PEBBLE_HTTP01_PORT=$http01_port
 PEBBLE_TLSALPN01_PORT=$tls_port
-PEBBLE_DNS=127.0.0.1:$dns_port
+PEBBLE_DNS=${PEBBLE_DNS_SERVER:-127.0.0.1:$dns_port}
 CHALLTESTSRV_MANAGEMENT=http://127.0.0.1:$challtestsrv_port
 ENV
 

@@ -5,15 +5,23 @@
 //! Everything here drives the programs that `deploy/local/install-deps.sh`
 //! installs; when one is missing the error says to run that script.
 
+mod bind;
+mod cloudflare;
 mod database;
 mod listener;
+mod moto;
 mod pebble;
+mod powerdns;
 mod process;
 mod proxy;
 mod rabbitmq;
 
+pub use bind::{Bind, BindZone};
+pub use cloudflare::FakeCloudflare;
 pub use database::TestDatabase;
+pub use moto::Moto;
 pub use pebble::{Pebble, PebbleOptions};
+pub use powerdns::PowerDns;
 pub use process::grpcurl_path;
 pub use proxy::TcpProxy;
 pub use rabbitmq::TestVhost;

@@ -33,6 +33,12 @@ pub struct PebbleOptions {
     pub authz_reuse_percent: u8,
     /// Skip the random 0–15 s sleep before each validation (`PEBBLE_VA_NOSLEEP`).
     pub va_nosleep: bool,
+    /// Resolve through this DNS server (`-dnsserver`) instead of the
+    /// challenge test server: DNS-01 tests point Pebble at BIND or PowerDNS.
+    pub dns_server: Option<SocketAddr>,
+    /// Accept every challenge without looking (`PEBBLE_VA_ALWAYS_VALID`), for
+    /// DNS providers no local DNS server serves.
+    pub va_always_valid: bool,
 }
 
 impl Default for PebbleOptions {
@@ -42,6 +48,8 @@ impl Default for PebbleOptions {
             nonce_reject_percent: 0,
             authz_reuse_percent: 0,
             va_nosleep: true,
+            dns_server: None,
+            va_always_valid: false,
         }
     }
 }
@@ -173,12 +181,23 @@ impl Pebble {
         pebble
             .arg("-config")
             .arg(&config_path)
-            .args(["-dnsserver", &format!("127.0.0.1:{}", ports.dns)])
+            .args([
+                "-dnsserver",
+                &options.dns_server.map_or_else(
+                    || format!("127.0.0.1:{}", ports.dns),
+                    |server| server.to_string(),
+                ),
+            ])
             .env(
                 "PEBBLE_WFE_NONCEREJECT",
                 options.nonce_reject_percent.to_string(),
             )
             .env("PEBBLE_AUTHZREUSE", options.authz_reuse_percent.to_string());
+        if options.va_always_valid {
+            pebble.env("PEBBLE_VA_ALWAYS_VALID", "1");
+        } else {
+            pebble.env_remove("PEBBLE_VA_ALWAYS_VALID");
+        }
         if options.va_nosleep {
             pebble.env("PEBBLE_VA_NOSLEEP", "1");
         } else {

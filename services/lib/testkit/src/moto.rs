@@ -1,0 +1,269 @@
+//! A throwaway moto server (PyPI `moto[server]`) standing in for Amazon Route 53
+//! on a free loopback port, with helpers that create hosted zones and read TXT
+//! records through Route 53's REST XML API (moto checks no signature).
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use tokio::process::{Child, Command};
+
+use crate::free_port;
+use crate::process::{CurlResponse, curl, find_on_path, log_tail, require_program};
+
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+const START_ATTEMPTS: usize = 3;
+const API: &str = "2013-04-01";
+/// Moto picks the service from the credential scope of the signature.
+const AUTHORIZATION: &str = "Authorization: AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20200101/us-east-1/route53/aws4_request, SignedHeaders=host, Signature=0";
+
+/// A running `moto_server`; killed on drop.
+#[derive(Debug)]
+pub struct Moto {
+    // The child first: it is killed before its log directory goes.
+    child: Child,
+    log_dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Moto {
+    /// Starts `moto_server` and waits (up to 30 s) until it answers.
+    pub async fn start() -> anyhow::Result<Moto> {
+        let program = require_program("moto_server")?;
+        let mut last_error = None;
+        for _ in 0..START_ATTEMPTS {
+            match Self::start_once(&program).await {
+                Ok(moto) => return Ok(moto),
+                Err(error) if error.to_string().contains("Address already in use") => {
+                    last_error = Some(error);
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| anyhow::anyhow!("moto_server did not start")))
+    }
+
+    async fn start_once(program: &Path) -> anyhow::Result<Moto> {
+        let log_dir = tempfile::Builder::new()
+            .prefix("certfleet-moto-")
+            .tempdir()
+            .context("creating the moto log directory")?;
+        let log_path = log_dir.path().join("moto.log");
+        let log = std::fs::File::create(&log_path)
+            .with_context(|| format!("creating {}", log_path.display()))?;
+        let log_for_stderr = log.try_clone().context("opening the moto log twice")?;
+        let port = free_port();
+        let child = child_command(program)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .current_dir(log_dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log_for_stderr))
+            .kill_on_drop(true)
+            .spawn()
+            .context("spawning moto_server")?;
+        let mut moto = Moto {
+            child,
+            log_dir,
+            port,
+        };
+        moto.wait_until_ready().await?;
+        Ok(moto)
+    }
+
+    async fn wait_until_ready(&mut self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        let probe = format!("{}/moto-api/", self.endpoint_url());
+        loop {
+            if let Some(status) = self.child.try_wait().context("polling moto_server")? {
+                bail!(
+                    "moto_server exited during start-up ({status})\n{}",
+                    self.logs()
+                );
+            }
+            let open = tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, self.port))
+                .await
+                .is_ok();
+            if open
+                && curl(None, &[], &probe)
+                    .await
+                    .is_ok_and(|answer| answer.status == 200)
+            {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "moto_server did not answer {probe} within {} s\n{}",
+                    START_TIMEOUT.as_secs(),
+                    self.logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The endpoint to give the AWS SDK, e.g. `http://127.0.0.1:PORT`.
+    pub fn endpoint_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The last lines of moto's log, for failure messages.
+    pub fn logs(&self) -> String {
+        log_tail(&self.log_dir.path().join("moto.log"), 30)
+    }
+
+    /// Creates a public hosted zone called `name`; returns its bare id (`Z…`).
+    pub async fn create_hosted_zone(&self, name: &str) -> anyhow::Result<String> {
+        let body = format!(
+            r#"<?xml version="1.0" encoding="UTF-8"?><CreateHostedZoneRequest xmlns="https://route53.amazonaws.com/doc/{API}/"><Name>{name}</Name><CallerReference>{}</CallerReference></CreateHostedZoneRequest>"#,
+            uuid::Uuid::new_v4()
+        );
+        let answer = self
+            .request(
+                &[
+                    "-X",
+                    "POST",
+                    "-H",
+                    "Content-Type: application/xml",
+                    "--data-binary",
+                    &body,
+                ],
+                "hostedzone",
+            )
+            .await?;
+        let id = elements(&answer, "Id")
+            .into_iter()
+            .find(|id| id.starts_with("/hostedzone/"))
+            .with_context(|| {
+                format!("moto's answer to creating {name} lacks the zone id: {answer}")
+            })?;
+        Ok(id.trim_start_matches("/hostedzone/").to_owned())
+    }
+
+    /// The TXT values at `name` (no trailing dot) in the zone, as stored
+    /// (quoted, like `"abc"`).
+    pub async fn txt_values(&self, zone_id: &str, name: &str) -> anyhow::Result<Vec<String>> {
+        Ok(self
+            .record_sets(zone_id)
+            .await?
+            .into_iter()
+            .filter(|set| set.kind == "TXT" && set.name == name)
+            .flat_map(|set| set.values)
+            .collect())
+    }
+
+    /// Every `_acme-challenge` record of every zone, as (name, value).
+    pub async fn all_acme_challenge_records(&self) -> anyhow::Result<Vec<(String, String)>> {
+        let zones = self.request(&[], "hostedzone?maxitems=100").await?;
+        let mut found = Vec::new();
+        for id in elements(&zones, "Id") {
+            let zone_id = id.trim_start_matches("/hostedzone/");
+            for set in self.record_sets(zone_id).await? {
+                if set.name.starts_with("_acme-challenge.") {
+                    found.extend(
+                        set.values
+                            .into_iter()
+                            .map(|value| (set.name.clone(), value)),
+                    );
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    async fn record_sets(&self, zone_id: &str) -> anyhow::Result<Vec<RecordSet>> {
+        let answer = self
+            .request(&[], &format!("hostedzone/{zone_id}/rrset?maxitems=300"))
+            .await?;
+        if elements(&answer, "IsTruncated").first().map(String::as_str) == Some("true") {
+            bail!("zone {zone_id} has more than 300 record sets; this helper reads one page");
+        }
+        Ok(blocks(&answer, "ResourceRecordSet")
+            .into_iter()
+            .map(|block| RecordSet {
+                name: elements(block, "Name")
+                    .first()
+                    .map(|name| name.trim_end_matches('.').to_ascii_lowercase())
+                    .unwrap_or_default(),
+                kind: elements(block, "Type").first().cloned().unwrap_or_default(),
+                values: elements(block, "Value"),
+            })
+            .collect())
+    }
+
+    /// One Route 53 API call; the body of a 2xx answer.
+    async fn request(&self, args: &[&str], path: &str) -> anyhow::Result<String> {
+        let mut all_args = vec!["-H", AUTHORIZATION];
+        all_args.extend_from_slice(args);
+        let url = format!("{}/{API}/{path}", self.endpoint_url());
+        let CurlResponse { status, body } = curl(None, &all_args, &url).await?;
+        let body = String::from_utf8_lossy(&body).into_owned();
+        if !(200..300).contains(&status) {
+            bail!("moto answered {url} with HTTP {status}: {body}");
+        }
+        Ok(body)
+    }
+}
+
+struct RecordSet {
+    name: String,
+    kind: String,
+    values: Vec<String>,
+}
+
+/// The insides of every `<tag>…</tag>` in `xml` (moto writes no attributes).
+fn blocks<'a>(xml: &'a str, tag: &str) -> Vec<&'a str> {
+    let open = format!("<{tag}>");
+    let close = format!("</{tag}>");
+    let mut found = Vec::new();
+    let mut rest = xml;
+    while let Some(start) = rest.find(&open) {
+        let after = &rest[start + open.len()..];
+        let Some(end) = after.find(&close) else { break };
+        found.push(&after[..end]);
+        rest = &after[end + close.len()..];
+    }
+    found
+}
+
+/// The text of every `<tag>…</tag>`, entities decoded.
+fn elements(xml: &str, tag: &str) -> Vec<String> {
+    blocks(xml, tag).into_iter().map(unescape).collect()
+}
+
+fn unescape(text: &str) -> String {
+    text.replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&#34;", "\"")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+/// A command that also dies when this process does (see `pebble.rs`).
+fn child_command(program: &Path) -> Command {
+    match find_on_path("setpriv") {
+        Some(setpriv) => {
+            let mut command = Command::new(setpriv);
+            command.args(["--pdeathsig", "KILL", "--"]).arg(program);
+            command
+        }
+        None => Command::new(program),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_moto_xml() {
+        let xml = r#"<ListResourceRecordSetsResponse><ResourceRecordSets><ResourceRecordSet><Name>_acme-challenge.example.com.</Name><Type>TXT</Type><TTL>60</TTL><ResourceRecords><ResourceRecord><Value>&quot;a&quot;</Value></ResourceRecord><ResourceRecord><Value>&quot;b&amp;c&quot;</Value></ResourceRecord></ResourceRecords></ResourceRecordSet></ResourceRecordSets></ListResourceRecordSetsResponse>"#;
+        let sets = blocks(xml, "ResourceRecordSet");
+        assert_eq!(sets.len(), 1);
+        assert_eq!(elements(sets[0], "Value"), ["\"a\"", "\"b&c\""]);
+        assert_eq!(elements(sets[0], "Type"), ["TXT"]);
+    }
+}
