@@ -15,6 +15,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "certfleet/v1/certificates.proto",
         "certfleet/v1/organizations.proto",
         "certfleet/v1/events.proto",
+        "certfleet/v1/dns_providers.proto",
     ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");

@@ -17,6 +17,7 @@ use certfleet_cli::client::Bearer;
 use certfleet_cli::embedded::{self, Embedded, EmbeddedConfig};
 use certfleet_core::ManualClock;
 use certfleet_proto::v1::certificate_service_client::CertificateServiceClient;
+use certfleet_proto::v1::dns_provider_service_client::DnsProviderServiceClient;
 use certfleet_proto::v1::organization_service_client::OrganizationServiceClient;
 use certfleet_proto::v1::{
     self as pb, Certificate, CertificateBundle, CreateApiTokenRequest, CreateCertificateRequest,
@@ -36,6 +37,7 @@ mod roles;
 
 pub type Certificates = CertificateServiceClient<InterceptedService<Channel, Bearer>>;
 pub type Organizations = OrganizationServiceClient<InterceptedService<Channel, Bearer>>;
+pub type DnsProviders = DnsProviderServiceClient<InterceptedService<Channel, Bearer>>;
 
 pub async fn channel(address: SocketAddr) -> Channel {
     Channel::from_shared(format!("http://{address}"))
@@ -51,6 +53,10 @@ fn bearer(token: &str) -> Bearer {
 
 pub async fn certificates(address: SocketAddr, token: &str) -> Certificates {
     CertificateServiceClient::with_interceptor(channel(address).await, bearer(token))
+}
+
+pub async fn dns_providers(address: SocketAddr, token: &str) -> DnsProviders {
+    DnsProviderServiceClient::with_interceptor(channel(address).await, bearer(token))
 }
 
 pub async fn organizations(address: SocketAddr, token: &str) -> Organizations {
@@ -99,10 +105,20 @@ pub struct TestEnv {
 
 impl TestEnv {
     pub async fn start(options: PebbleOptions) -> anyhow::Result<TestEnv> {
+        TestEnv::start_with(options, |_| {}).await
+    }
+
+    /// Like [`start`](Self::start), with the embedded settings changed by
+    /// `configure` first.
+    pub async fn start_with(
+        options: PebbleOptions,
+        configure: impl FnOnce(&mut EmbeddedConfig),
+    ) -> anyhow::Result<TestEnv> {
         let pebble = Pebble::start(options).await?;
         let data_dir = tempfile::tempdir()?;
         let clock = ManualClock::new();
-        let config = embedded_config(&pebble, data_dir.path());
+        let mut config = embedded_config(&pebble, data_dir.path());
+        configure(&mut config);
         let embedded = embedded::start(config, clock.clone()).await?;
         let admin_token = std::fs::read_to_string(&embedded.admin_token_path)?;
         let grpc = embedded.grpc_addr;
@@ -166,7 +182,14 @@ pub fn embedded_config(pebble: &Pebble, data_dir: &Path) -> EmbeddedConfig {
         ca_root: Some(pebble.listener_ca_path()),
         scheduler_interval: Duration::from_millis(300),
         issuer_concurrency: 8,
+        dns: certfleet_dns::DnsSettings::default(),
     }
+}
+
+/// DNS-01 lookups (CNAME, SOA, NS) through `resolver`, a test's BIND or
+/// PowerDNS.
+pub fn use_dns(config: &mut EmbeddedConfig, resolver: SocketAddr) {
+    config.dns.lookup.resolver = resolver;
 }
 
 /// A CreateCertificate request for HTTP-01 with the given key type.
@@ -177,6 +200,7 @@ pub fn request(names: &[&str], key_type: pb::KeyType) -> CreateCertificateReques
         challenge_type: pb::ChallengeType::Http01 as i32,
         auto_renew: Some(true),
         renew_before_expiry_seconds: 0,
+        dns_provider: String::new(),
     }
 }
 
@@ -352,7 +376,21 @@ impl DevProcess {
         self_check_addr: SocketAddr,
         log_name: &str,
     ) -> anyhow::Result<DevProcess> {
+        DevProcess::spawn_with_env(pebble, data_dir, grpc, self_check_addr, log_name, &[]).await
+    }
+
+    /// Like [`spawn`](Self::spawn), with extra `CERTFLEET_*` settings in the
+    /// environment.
+    pub async fn spawn_with_env(
+        pebble: &Pebble,
+        data_dir: &Path,
+        grpc: SocketAddr,
+        self_check_addr: SocketAddr,
+        log_name: &str,
+        env: &[(&str, String)],
+    ) -> anyhow::Result<DevProcess> {
         let mut command = std::process::Command::new(certfleet_binary());
+        command.envs(env.iter().map(|(key, value)| (*key, value.as_str())));
         command
             .arg("dev")
             .arg("--data-dir")

@@ -354,6 +354,7 @@ async fn request_worker(
             challenge_type: pb::ChallengeType::Http01 as i32,
             auto_renew: Some(true),
             renew_before_expiry_seconds: 0,
+            dns_provider: String::new(),
         };
         let sent = Instant::now();
         let result = client

@@ -144,3 +144,185 @@ async fn cli_requests_downloads_and_reports_bad_input() {
     assert!(!unknown.status.success());
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cli_manages_dns_providers_without_showing_secrets() {
+    let pebble = Pebble::start(PebbleOptions::default()).await.unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let data_dir = root.path().join("data");
+    let http01 = SocketAddr::from(([127, 0, 0, 1], pebble.http01_port()));
+    let process = DevProcess::spawn_on_free_port(&pebble, &data_dir, http01, "cli-dns.log")
+        .await
+        .unwrap();
+    let grpc = process.grpc;
+    let admin = std::fs::read_to_string(data_dir.join("admin-token")).unwrap();
+    let (write, _bundle) = organization(grpc, &admin, "dnscli").await;
+    let secret = "webhook-hmac-secret-from-a-file-42";
+    let secret_file = root.path().join("hmac.secret");
+    std::fs::write(&secret_file, format!("{secret}\n")).unwrap();
+    let set_file = format!("hmac_secret={}", secret_file.display());
+
+    // Usage errors: exit 2 from the argument parser, naming the argument.
+    for arguments in [
+        vec!["dns", "add", "hook", "--kind", "webhook", "--set", "url"],
+        vec![
+            "dns",
+            "add",
+            "hook",
+            "--kind",
+            "webhook",
+            "--set-file",
+            "hmac_secret=",
+        ],
+        vec!["dns", "add", "hook", "--kind", "nope"],
+        vec!["cert", "request", "*.dnscli.test", "--challenge", "dns-01"],
+    ] {
+        let refused = cli(grpc, &write, &arguments);
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert_eq!(refused.status.code(), Some(2), "{arguments:?}: {stderr}");
+        let named = [
+            "--set <KEY=VALUE>",
+            "--set-file <KEY=PATH>",
+            "--kind",
+            "--dns",
+        ];
+        assert!(
+            named.iter().any(|argument| stderr.contains(argument)),
+            "{arguments:?}: {stderr}"
+        );
+    }
+    let bad = cli(
+        grpc,
+        &write,
+        &["dns", "add", "hook", "--kind", "webhook", "--set", "url"],
+    );
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("'--set <KEY=VALUE>'"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    // A setting the server refuses: exit 1 with the setting named.
+    let refused = cli(
+        grpc,
+        &write,
+        &[
+            "dns",
+            "add",
+            "hook",
+            "--kind",
+            "webhook",
+            "--set-file",
+            &set_file,
+        ],
+    );
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("error: settings.url: is required"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+
+    let added = cli(
+        grpc,
+        &write,
+        &[
+            "dns",
+            "add",
+            "hook",
+            "--kind",
+            "webhook",
+            "--set",
+            "url=https://dns-hook.dnscli.test/acme",
+            "--set-file",
+            &set_file,
+        ],
+    );
+    let added_out = String::from_utf8_lossy(&added.stdout).into_owned();
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    assert!(added_out.contains("name:      hook"), "{added_out}");
+    assert!(
+        added_out.contains("url = https://dns-hook.dnscli.test/acme"),
+        "{added_out}"
+    );
+    assert!(added_out.contains("hmac_secret = (secret"), "{added_out}");
+
+    let listed = cli(grpc, &write, &["dns", "list"]);
+    let listed_out = String::from_utf8_lossy(&listed.stdout).into_owned();
+    assert!(listed.status.success());
+    assert!(listed_out.starts_with("ID"), "{listed_out}");
+    assert!(listed_out.contains("hook"), "{listed_out}");
+    assert!(listed_out.contains("webhook"), "{listed_out}");
+
+    let shown = cli(grpc, &write, &["dns", "show", "hook"]);
+    let shown_out = String::from_utf8_lossy(&shown.stdout).into_owned();
+    assert!(shown.status.success());
+    assert!(shown_out.contains("hmac_secret = (secret"), "{shown_out}");
+    let json = cli(grpc, &write, &["dns", "show", "hook", "--output", "json"]);
+    let provider: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(provider["kind"], "webhook");
+    assert_eq!(
+        provider["settings"],
+        serde_json::json!({ "url": "https://dns-hook.dnscli.test/acme" })
+    );
+    assert_eq!(
+        provider["secret_settings"],
+        serde_json::json!(["hmac_secret"])
+    );
+    for output in [&added, &listed, &shown, &json] {
+        for stream in [&output.stdout, &output.stderr] {
+            assert!(!String::from_utf8_lossy(stream).contains(secret));
+        }
+    }
+
+    // A DNS-01 certificate names it; while it does, the provider stays.
+    let requested = cli(
+        grpc,
+        &write,
+        &[
+            "cert",
+            "request",
+            "*.dnscli.test",
+            "--dns",
+            "hook",
+            "--output",
+            "json",
+        ],
+    );
+    assert!(
+        requested.status.success(),
+        "{}",
+        String::from_utf8_lossy(&requested.stderr)
+    );
+    let certificate: serde_json::Value = serde_json::from_slice(&requested.stdout).unwrap();
+    assert_eq!(certificate["challenge_type"], "dns-01");
+    assert_eq!(certificate["dns_provider_id"], provider["id"]);
+    let in_use = cli(grpc, &write, &["dns", "delete", "hook"]);
+    assert_eq!(in_use.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&in_use.stderr).contains("active certificate"),
+        "{}",
+        String::from_utf8_lossy(&in_use.stderr)
+    );
+    let id = certificate["id"].as_str().unwrap();
+    assert!(cli(grpc, &write, &["cert", "delete", id]).status.success());
+    let deleted = cli(grpc, &write, &["dns", "delete", "hook"]);
+    assert!(
+        deleted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&deleted.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&deleted.stdout).trim(),
+        "deleted hook"
+    );
+    let gone = cli(grpc, &write, &["dns", "show", "hook"]);
+    assert_eq!(gone.status.code(), Some(1));
+    assert!(
+        !process.log().contains(secret),
+        "the secret reached the log"
+    );
+}

@@ -6,6 +6,7 @@ mod binary;
 mod crash;
 mod dead_letters;
 mod distributed;
+mod dns;
 mod failures;
 mod grpcurl;
 mod issuance;

@@ -163,6 +163,7 @@ pub fn certificate_to_proto(
         current: current.map(version_to_proto),
         created_at: seconds(row.created_at),
         updated_at: seconds(row.updated_at),
+        dns_provider_id: row.dns_provider_id.clone().unwrap_or_default(),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The one error type of the API and its exhaustive mapping to gRPC status codes.
 
 use certfleet_core::InputError;
+use certfleet_dns::SettingError;
 use certfleet_store::StoreError;
 use certfleet_vault::VaultError;
 use tonic::Status;
@@ -19,6 +20,10 @@ pub enum ApiError {
     /// A request value was rejected; the message names the field and the value.
     #[error(transparent)]
     InvalidArgument(#[from] InputError),
+    /// A DNS provider setting was rejected; the message names the setting
+    /// (and the value, unless it is a secret).
+    #[error(transparent)]
+    InvalidSetting(#[from] SettingError),
     #[error("{0}")]
     NotFound(String),
     #[error("{message}")]
@@ -49,6 +54,10 @@ pub enum ApiError {
         context: &'static str,
         source: VaultError,
     },
+    /// A DNS provider or the DNS could not be reached, or the record did not
+    /// propagate in time; the message says which, and the caller may retry.
+    #[error("{0}")]
+    DnsUnavailable(String),
     /// Stored data the API cannot interpret, or another fault of ours.
     #[error("{0}")]
     Internal(String),
@@ -74,6 +83,7 @@ impl ApiError {
                 message: format!("{what} already exists"),
                 existing_id: None,
             },
+            StoreError::InUse(why) => ApiError::FailedPrecondition(why),
             StoreError::Unavailable(_) => ApiError::Unavailable {
                 context,
                 source: error,
@@ -105,6 +115,7 @@ impl From<ApiError> for Status {
     fn from(error: ApiError) -> Status {
         match error {
             ApiError::InvalidArgument(input) => Status::invalid_argument(input.to_string()),
+            ApiError::InvalidSetting(setting) => Status::invalid_argument(setting.to_string()),
             ApiError::NotFound(message) => Status::not_found(message),
             ApiError::AlreadyExists {
                 message,
@@ -125,6 +136,7 @@ impl From<ApiError> for Status {
                 tracing::warn!(%context, error = %source, "database unavailable");
                 Status::unavailable("service unavailable, retry later")
             }
+            ApiError::DnsUnavailable(message) => Status::unavailable(message),
             ApiError::Store { context, source } => {
                 tracing::error!(%context, error = %source, "store error");
                 Status::internal("internal error")

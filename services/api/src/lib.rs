@@ -1,10 +1,11 @@
-//! certfleet-api: the gRPC front door. CertificateService for organization
-//! tokens, OrganizationService for platform admin tokens, gRPC health and
-//! server reflection (v1 and v1alpha).
+//! certfleet-api: the gRPC front door. CertificateService and
+//! DnsProviderService for organization tokens, OrganizationService for
+//! platform admin tokens, gRPC health and server reflection (v1 and v1alpha).
 
 pub mod auth;
 mod certificates;
 mod convert;
+mod dns_providers;
 mod error;
 mod organizations;
 
@@ -15,6 +16,7 @@ use certfleet_bus::{EventSource, OutboxRelay};
 use certfleet_core::Clock;
 use certfleet_proto::v1::FILE_DESCRIPTOR_SET;
 use certfleet_proto::v1::certificate_service_server::CertificateServiceServer;
+use certfleet_proto::v1::dns_provider_service_server::DnsProviderServiceServer;
 use certfleet_proto::v1::organization_service_server::OrganizationServiceServer;
 use certfleet_store::Store;
 use certfleet_vault::Vault;
@@ -25,6 +27,7 @@ use tonic::transport::server::TcpIncoming;
 
 pub use auth::{Principal, create_admin_token, hash_secret, new_token};
 pub use certificates::CertificateApi;
+pub use dns_providers::DnsProviderApi;
 pub use error::{ApiError, EXISTING_ID_METADATA, UNAUTHENTICATED_MESSAGE};
 pub use organizations::OrganizationApi;
 
@@ -38,6 +41,9 @@ pub struct ApiState {
     pub clock: Arc<dyn Clock>,
     /// The ACME directory new certificates are issued from.
     pub directory_url: String,
+    /// DNS-01: which exec programs providers may name, and the resolver and
+    /// propagation limits `TestDnsProvider` uses.
+    pub dns: certfleet_dns::DnsSettings,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -45,6 +51,7 @@ impl std::fmt::Debug for ApiState {
         f.debug_struct("ApiState")
             .field("store", &self.store)
             .field("directory_url", &self.directory_url)
+            .field("dns", &self.dns)
             .finish_non_exhaustive()
     }
 }
@@ -69,6 +76,8 @@ pub async fn grpc_routes_with_shutdown(
         authenticator.clone(),
         stopping,
     ));
+    let dns_providers =
+        DnsProviderServiceServer::new(DnsProviderApi::new(state.clone(), authenticator.clone()));
     let organizations = OrganizationServiceServer::new(OrganizationApi::new(state, authenticator));
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
@@ -79,6 +88,9 @@ pub async fn grpc_routes_with_shutdown(
     health_reporter
         .set_serving::<OrganizationServiceServer<OrganizationApi>>()
         .await;
+    health_reporter
+        .set_serving::<DnsProviderServiceServer<DnsProviderApi>>()
+        .await;
 
     let reflection_v1 = reflection_builder().build_v1()?;
     let reflection_v1alpha = reflection_builder().build_v1alpha()?;
@@ -87,6 +99,7 @@ pub async fn grpc_routes_with_shutdown(
     routes
         .add_service(certificates)
         .add_service(organizations)
+        .add_service(dns_providers)
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);

@@ -1,8 +1,11 @@
 //! End-to-end tests of certfleet-api over real gRPC: authentication,
-//! organizations, certificates, tenant isolation, events, health and reflection.
+//! organizations, certificates, DNS providers, tenant isolation, events,
+//! health and reflection.
 
 #[path = "api/certificates.rs"]
 mod certificates;
+#[path = "api/dns_providers.rs"]
+mod dns_providers;
 #[path = "api/isolation.rs"]
 mod isolation;
 #[path = "api/support.rs"]
@@ -201,6 +204,7 @@ async fn health_reports_serving() -> anyhow::Result<()> {
         "",
         "certfleet.v1.CertificateService",
         "certfleet.v1.OrganizationService",
+        "certfleet.v1.DnsProviderService",
     ] {
         let response = health
             .check(HealthCheckRequest {
@@ -240,6 +244,7 @@ async fn reflection_lists_every_service() -> anyhow::Result<()> {
     for expected in [
         "certfleet.v1.CertificateService",
         "certfleet.v1.OrganizationService",
+        "certfleet.v1.DnsProviderService",
         "grpc.health.v1.Health",
     ] {
         assert!(names.contains(&expected), "{expected} in {names:?}");

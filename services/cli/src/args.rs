@@ -5,8 +5,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use certfleet_dns::{DnsPolicy, DnsSettings, LookupConfig};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub use crate::dns::DnsCommand;
 use crate::embedded::EmbeddedConfig;
 
 /// TLS certificates from ACME CAs for every domain of every organization.
@@ -86,6 +88,10 @@ pub enum Command {
     /// Certificates of the token's organization.
     #[command(subcommand)]
     Cert(CertCommand),
+    /// DNS providers of the token's organization: where certfleet writes the
+    /// TXT records of DNS-01 challenges (needed for wildcard names).
+    #[command(subcommand)]
+    Dns(DnsCommand),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -147,6 +153,66 @@ pub struct ServerArgs {
     /// Orders worked on at the same time.
     #[arg(long, env = "CERTFLEET_ISSUER_CONCURRENCY", default_value_t = 16)]
     pub issuer_concurrency: usize,
+    /// DNS-01: recursive resolver for finding zones, CNAMEs and name servers,
+    /// an IP address with an optional port (192.0.2.53, [2001:db8::53]:5353).
+    /// Default: the first nameserver of /etc/resolv.conf.
+    #[arg(long, env = "CERTFLEET_DNS_RESOLVER", value_parser = parse_resolver)]
+    pub dns_resolver: Option<SocketAddr>,
+    /// DNS-01: seconds to wait for a challenge record to reach every
+    /// authoritative name server before the attempt fails (and is retried).
+    #[arg(
+        long,
+        env = "CERTFLEET_DNS_PROPAGATION_TIMEOUT",
+        default_value_t = 120,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub dns_propagation_timeout: u64,
+    /// DNS-01: seconds between two checks of the name servers that did not
+    /// have the record yet.
+    #[arg(
+        long,
+        env = "CERTFLEET_DNS_PROPAGATION_INTERVAL",
+        default_value_t = 2,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub dns_propagation_interval: u64,
+    /// DNS-01: absolute paths of the programs `exec` DNS providers may run,
+    /// comma-separated (or the flag repeated). Default: none, so `exec`
+    /// providers are refused: an organization must not choose what runs here.
+    #[arg(
+        long,
+        env = "CERTFLEET_DNS_EXEC_PROGRAMS",
+        value_delimiter = ',',
+        value_parser = parse_absolute_path
+    )]
+    pub dns_exec_programs: Vec<PathBuf>,
+}
+
+/// `192.0.2.53`, `192.0.2.53:5353`, `2001:db8::53` or `[2001:db8::53]:53`.
+fn parse_resolver(value: &str) -> Result<SocketAddr, String> {
+    let value = value.trim();
+    value
+        .parse::<SocketAddr>()
+        .ok()
+        .or_else(|| {
+            value
+                .parse::<std::net::IpAddr>()
+                .ok()
+                .map(|ip| SocketAddr::new(ip, 53))
+        })
+        .ok_or_else(|| {
+            "not an IP address with an optional port (192.0.2.53, 192.0.2.53:5353, [2001:db8::53]:53)"
+                .to_owned()
+        })
+}
+
+fn parse_absolute_path(value: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(value);
+    if path.is_absolute() {
+        Ok(path)
+    } else {
+        Err("not an absolute path".to_owned())
+    }
 }
 
 impl ServerArgs {
@@ -181,7 +247,30 @@ impl ServerArgs {
             ca_root: self.ca_root,
             scheduler_interval: Duration::from_secs(self.scheduler_interval.max(1)),
             issuer_concurrency: self.issuer_concurrency.max(1),
+            dns: dns_settings(
+                self.dns_resolver,
+                self.dns_propagation_timeout,
+                self.dns_propagation_interval,
+                self.dns_exec_programs,
+            ),
         }
+    }
+}
+
+/// The DNS-01 settings of the embedded mode; the values passed the parsers above.
+fn dns_settings(
+    resolver: Option<SocketAddr>,
+    propagation_timeout: u64,
+    propagation_interval: u64,
+    exec_programs: Vec<PathBuf>,
+) -> DnsSettings {
+    let mut lookup =
+        LookupConfig::new(resolver.unwrap_or_else(certfleet_dns::lookup::system_resolver));
+    lookup.propagation_timeout = Duration::from_secs(propagation_timeout.max(1));
+    lookup.propagation_interval = Duration::from_secs(propagation_interval.max(1));
+    DnsSettings {
+        policy: DnsPolicy { exec_programs },
+        lookup,
     }
 }
 
@@ -249,6 +338,17 @@ pub enum KeyTypeArg {
     Rsa4096,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ChallengeArg {
+    /// The CA fetches a file from port 80 of each name, answered by certfleet's responder.
+    #[value(name = "http-01")]
+    Http01,
+    /// The CA looks up a TXT record of each name, written by a DNS provider
+    /// (`certfleet dns add`); the only way to get wildcard names.
+    #[value(name = "dns-01")]
+    Dns01,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum ReasonArg {
     Unspecified,
@@ -272,11 +372,24 @@ pub enum StatusArg {
 #[derive(Debug, Subcommand)]
 pub enum CertCommand {
     /// Request a certificate for one or more names (the first is the primary name).
+    ///
+    /// With HTTP-01 (the default) port 80 of every name must reach certfleet's
+    /// responder. With `--challenge dns-01 --dns PROVIDER` the proof is a TXT
+    /// record written by one of the organization's DNS providers instead;
+    /// wildcard names (`*.example.com`) need it.
     Request {
         #[arg(required = true)]
         names: Vec<String>,
         #[arg(long, default_value = "ecdsa-p256")]
         key_type: KeyTypeArg,
+        /// How the CA checks control of the names. Default: http-01, or
+        /// dns-01 when --dns is given.
+        #[arg(long)]
+        challenge: Option<ChallengeArg>,
+        /// The DNS provider (name or id, see `certfleet dns list`) that writes
+        /// the DNS-01 records; required with --challenge dns-01.
+        #[arg(long, value_name = "PROVIDER", required_if_eq("challenge", "dns-01"))]
+        dns: Option<String>,
         /// Do not renew automatically.
         #[arg(long)]
         no_auto_renew: bool,

@@ -2,6 +2,7 @@
 
 use anyhow::{Context as _, anyhow, bail};
 use certfleet_proto::v1::certificate_service_client::CertificateServiceClient;
+use certfleet_proto::v1::dns_provider_service_client::DnsProviderServiceClient;
 use certfleet_proto::v1::organization_service_client::OrganizationServiceClient;
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
@@ -36,6 +37,7 @@ impl tonic::service::Interceptor for Bearer {
 
 pub(crate) type Certificates = CertificateServiceClient<InterceptedService<Channel, Bearer>>;
 pub(crate) type Organizations = OrganizationServiceClient<InterceptedService<Channel, Bearer>>;
+pub(crate) type DnsProviders = DnsProviderServiceClient<InterceptedService<Channel, Bearer>>;
 
 async fn connect(args: &ClientArgs) -> anyhow::Result<(Channel, Bearer)> {
     let token = args
@@ -77,6 +79,11 @@ pub(crate) async fn certificates(args: &ClientArgs) -> anyhow::Result<Certificat
 pub(crate) async fn organizations(args: &ClientArgs) -> anyhow::Result<Organizations> {
     let (channel, bearer) = connect(args).await?;
     Ok(OrganizationServiceClient::with_interceptor(channel, bearer))
+}
+
+pub(crate) async fn dns_providers(args: &ClientArgs) -> anyhow::Result<DnsProviders> {
+    let (channel, bearer) = connect(args).await?;
+    Ok(DnsProviderServiceClient::with_interceptor(channel, bearer))
 }
 
 /// The server's message, which already names the field and value where it matters.

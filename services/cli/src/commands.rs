@@ -15,8 +15,8 @@ use certfleet_proto::v1::{
 use certfleet_store::Store;
 
 use crate::args::{
-    CertCommand, ClientArgs, KeyTypeArg, MigrateArgs, OrgCommand, Output, ReasonArg, RoleArg,
-    StatusArg, TokenCommand,
+    CertCommand, ChallengeArg, ClientArgs, KeyTypeArg, MigrateArgs, OrgCommand, Output, ReasonArg,
+    RoleArg, StatusArg, TokenCommand,
 };
 use crate::client::{self, Certificates, status_error};
 use crate::output;
@@ -113,6 +113,8 @@ pub(crate) async fn cert(args: &ClientArgs, command: CertCommand) -> anyhow::Res
         CertCommand::Request {
             names,
             key_type,
+            challenge,
+            dns,
             no_auto_renew,
             renew_before_days,
             wait,
@@ -121,9 +123,10 @@ pub(crate) async fn cert(args: &ClientArgs, command: CertCommand) -> anyhow::Res
             let request = CreateCertificateRequest {
                 names,
                 key_type: key_type_proto(key_type) as i32,
-                challenge_type: pb::ChallengeType::Http01 as i32,
+                challenge_type: challenge_proto(challenge, dns.is_some()) as i32,
                 auto_renew: Some(!no_auto_renew),
                 renew_before_expiry_seconds: i64::from(renew_before_days.unwrap_or(0)) * 86_400,
+                dns_provider: dns.unwrap_or_default(),
             };
             // Watch before creating, so no event is missed.
             let watch = if wait {
@@ -360,6 +363,16 @@ fn key_type_proto(key_type: KeyTypeArg) -> pb::KeyType {
         KeyTypeArg::Rsa2048 => pb::KeyType::Rsa2048,
         KeyTypeArg::Rsa3072 => pb::KeyType::Rsa3072,
         KeyTypeArg::Rsa4096 => pb::KeyType::Rsa4096,
+    }
+}
+
+/// The challenge asked for: as given, else DNS-01 when a DNS provider is named.
+fn challenge_proto(challenge: Option<ChallengeArg>, has_dns_provider: bool) -> pb::ChallengeType {
+    match challenge {
+        Some(ChallengeArg::Http01) => pb::ChallengeType::Http01,
+        Some(ChallengeArg::Dns01) => pb::ChallengeType::Dns01,
+        None if has_dns_provider => pb::ChallengeType::Dns01,
+        None => pb::ChallengeType::Http01,
     }
 }
 

@@ -43,6 +43,8 @@ pub struct EmbeddedConfig {
     pub ca_root: Option<PathBuf>,
     pub scheduler_interval: Duration,
     pub issuer_concurrency: usize,
+    /// DNS-01: resolver, propagation limits and the allowed exec programs.
+    pub dns: certfleet_dns::DnsSettings,
 }
 
 /// A running embedded certfleet.
@@ -139,6 +141,7 @@ pub async fn start(config: EmbeddedConfig, clock: Arc<dyn Clock>) -> anyhow::Res
             connect_addr: config.self_check_addr,
             timeout: config.self_check_timeout,
         },
+        dns: config.dns.clone(),
         ..AcmeConfig::new(config.ca_directory.clone())
     };
     let issuer = Issuer::new(
@@ -165,6 +168,7 @@ pub async fn start(config: EmbeddedConfig, clock: Arc<dyn Clock>) -> anyhow::Res
         events: Arc::new(bus),
         clock,
         directory_url: config.ca_directory.clone(),
+        dns: config.dns.clone(),
     };
 
     let grpc_listener = tokio::net::TcpListener::bind(config.grpc_listen)

@@ -4,6 +4,7 @@
 mod args;
 pub mod client;
 mod commands;
+mod dns;
 pub mod embedded;
 mod output;
 mod wait;
@@ -25,6 +26,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Org(org) => commands::org(&cli.client, org).await,
         Command::Token(token) => commands::token(&cli.client, token).await,
         Command::Cert(cert) => commands::cert(&cli.client, cert).await,
+        Command::Dns(dns) => dns::run(&cli.client, dns).await,
     };
     match result {
         Ok(code) => code,

@@ -1,7 +1,8 @@
 //! Table and JSON renderings of API messages.
 
 use certfleet_proto::v1::{
-    ApiToken, Certificate, CertificateStatus, CertificateVersion, KeyType, Organization,
+    ApiToken, Certificate, CertificateStatus, CertificateVersion, ChallengeType, KeyType,
+    Organization,
 };
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -41,6 +42,13 @@ fn key_type_name(key_type: i32) -> &'static str {
     }
 }
 
+fn challenge_name(challenge_type: i32) -> &'static str {
+    match ChallengeType::try_from(challenge_type).unwrap_or(ChallengeType::Unspecified) {
+        ChallengeType::Unspecified | ChallengeType::Http01 => "http-01",
+        ChallengeType::Dns01 => "dns-01",
+    }
+}
+
 fn version_json(version: &CertificateVersion) -> Value {
     json!({
         "id": version.id,
@@ -61,6 +69,8 @@ pub(crate) fn certificate_json(certificate: &Certificate) -> Value {
         "primary_name": certificate.primary_name,
         "names": certificate.names,
         "key_type": key_type_name(certificate.key_type),
+        "challenge_type": challenge_name(certificate.challenge_type),
+        "dns_provider_id": certificate.dns_provider_id,
         "status": status_name(certificate.status),
         "auto_renew": certificate.auto_renew,
         "renew_at": timestamp(certificate.renew_at),
@@ -102,6 +112,12 @@ pub(crate) fn certificate_details(certificate: &Certificate) -> String {
         format!("key type:    {}", key_type_name(certificate.key_type)),
         format!("auto renew:  {}", certificate.auto_renew),
     ];
+    if !certificate.dns_provider_id.is_empty() {
+        lines.push(format!(
+            "challenge:   dns-01 via DNS provider {}",
+            certificate.dns_provider_id
+        ));
+    }
     if let Some(version) = &certificate.current {
         lines.push(format!("version:     {}", version.version));
         lines.push(format!("serial:      {}", version.serial));

@@ -108,6 +108,8 @@ async fn answers_pending_tokens_only() {
         error: None,
         created_at: 0,
         updated_at: 0,
+        dns_zone: None,
+        dns_cleaned_at: None,
     };
     for (token, status, authorization) in [
         ("pending-token", "pending", "https://ca.test/authz/1"),

@@ -4,6 +4,7 @@
 
 use certfleet_bus::{EventBuilder, Job};
 use certfleet_core::{ChallengeType, IdentifierSet, InputError, validate_request};
+use certfleet_dns::SettingError;
 use certfleet_proto::v1 as pb;
 use certfleet_proto::v1::EventType;
 use certfleet_store::{AuditEntry, Certificate, Effects, StoreError, new_id};
@@ -13,8 +14,6 @@ use crate::ApiError;
 use crate::convert::{
     certificate_to_proto, challenge_type_from_proto, key_type_from_proto, reason_from_proto,
 };
-
-const DNS_UNAVAILABLE: &str = "dns-01 is not available yet: no DNS provider is configured";
 
 impl CertificateApi {
     pub(super) async fn create(
@@ -27,12 +26,12 @@ impl CertificateApi {
         let challenge_type = challenge_type_from_proto("challenge_type", request.challenge_type)?;
         validate_request(&names, challenge_type)?;
         let renew_before_ms = renew_before_ms(request.renew_before_expiry_seconds)?;
-        if challenge_type == ChallengeType::Dns01 {
-            return Err(ApiError::FailedPrecondition(DNS_UNAVAILABLE.to_owned()));
-        }
+        let organization_id = caller.organization_id.as_str();
+        let dns_provider_id = self
+            .dns_provider_id(organization_id, challenge_type, &request.dns_provider)
+            .await?;
 
         let now = self.state.clock.now_ms();
-        let organization_id = caller.organization_id.as_str();
         let id = new_id();
         let name_list = names.to_strings();
         let row = Certificate {
@@ -44,7 +43,7 @@ impl CertificateApi {
             wildcard: names.has_wildcard(),
             key_type: key_type.as_str().to_owned(),
             challenge_type: challenge_type.as_str().to_owned(),
-            dns_provider_id: None,
+            dns_provider_id,
             directory_url: self.state.directory_url.clone(),
             profile: None,
             status: "pending".to_owned(),
@@ -97,6 +96,42 @@ impl CertificateApi {
             "certificate requested"
         );
         Ok(certificate_to_proto(&created, None))
+    }
+
+    /// The id of the DNS provider a DNS-01 certificate names (by name or id);
+    /// it must be one of the caller's organization. HTTP-01 takes none.
+    async fn dns_provider_id(
+        &self,
+        organization_id: &str,
+        challenge_type: ChallengeType,
+        given: &str,
+    ) -> Result<Option<String>, ApiError> {
+        const FIELD: &str = "dns_provider";
+        let given = given.trim();
+        match challenge_type {
+            ChallengeType::Http01 if given.is_empty() => Ok(None),
+            ChallengeType::Http01 => Err(InputError::new(
+                FIELD,
+                given,
+                "is only used with challenge_type dns-01; leave it empty for http-01",
+            )
+            .into()),
+            ChallengeType::Dns01 if given.is_empty() => {
+                Err(SettingError::missing(FIELD, "with challenge_type dns-01").into())
+            }
+            ChallengeType::Dns01 => {
+                let provider = self
+                    .state
+                    .store
+                    .find_dns_provider(organization_id, given)
+                    .await
+                    .map_err(|error| ApiError::store("find dns provider", error))?
+                    .ok_or_else(|| {
+                        InputError::new(FIELD, given, "is not a DNS provider of this organization")
+                    })?;
+                Ok(Some(provider.id))
+            }
+        }
     }
 
     pub(super) async fn renew(

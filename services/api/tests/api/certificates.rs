@@ -65,7 +65,7 @@ async fn name_rules_are_enforced() -> anyhow::Result<()> {
             status.message()
         );
     }
-    // A wildcard with DNS-01 passes validation but has no solver yet.
+    // A wildcard passes the name rules with DNS-01, which needs a DNS provider.
     let request = pb::CreateCertificateRequest {
         names: vec!["*.example.com".to_owned()],
         challenge_type: pb::ChallengeType::Dns01.into(),
@@ -77,8 +77,11 @@ async fn name_rules_are_enforced() -> anyhow::Result<()> {
             .create_certificate(authed(request, &org.write))
             .await,
     )?;
-    assert_eq!(status.code(), Code::FailedPrecondition);
-    assert!(status.message().starts_with("dns-01 is not available yet"));
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(
+        status.message(),
+        "dns_provider: is required with challenge_type dns-01"
+    );
     Ok(())
 }
 

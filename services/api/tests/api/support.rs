@@ -11,6 +11,7 @@ use certfleet_bus::{InProcessBus, Job, OutboxRelay};
 use certfleet_core::{Clock, SystemClock};
 use certfleet_proto::v1 as pb;
 use certfleet_proto::v1::certificate_service_client::CertificateServiceClient;
+use certfleet_proto::v1::dns_provider_service_client::DnsProviderServiceClient;
 use certfleet_proto::v1::organization_service_client::OrganizationServiceClient;
 use certfleet_store::{AuditEntry, Effects, NewCertificateVersion, Store, new_id};
 use certfleet_vault::{EncryptionContext, LocalMasterKey, Vault};
@@ -73,6 +74,12 @@ pub fn failure<T: std::fmt::Debug>(result: Result<Response<T>, Status>) -> anyho
 
 impl TestApp {
     pub async fn spawn() -> anyhow::Result<TestApp> {
+        TestApp::spawn_with_dns(certfleet_dns::DnsSettings::default()).await
+    }
+
+    /// Like [`TestApp::spawn`], with these DNS-01 settings (exec programs,
+    /// resolver) for the DNS provider calls.
+    pub async fn spawn_with_dns(dns: certfleet_dns::DnsSettings) -> anyhow::Result<TestApp> {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("certfleet.db");
         let store = Store::connect(path.to_str().context("utf-8 temp path")?).await?;
@@ -93,6 +100,7 @@ impl TestApp {
             events: Arc::new(bus),
             clock,
             directory_url: "https://ca.test/dir".to_owned(),
+            dns,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let address = listener.local_addr()?;
@@ -138,6 +146,10 @@ impl TestApp {
 
     pub async fn certificates(&self) -> anyhow::Result<CertificateServiceClient<Channel>> {
         Ok(CertificateServiceClient::new(self.channel().await?))
+    }
+
+    pub async fn dns_providers(&self) -> anyhow::Result<DnsProviderServiceClient<Channel>> {
+        Ok(DnsProviderServiceClient::new(self.channel().await?))
     }
 
     pub async fn organizations(&self) -> anyhow::Result<OrganizationServiceClient<Channel>> {

@@ -16,6 +16,8 @@ pub struct AcmeConfig {
     /// How long to wait for the CA to validate an order or issue a certificate.
     pub order_timeout: Duration,
     pub self_check: SelfCheckConfig,
+    /// DNS-01: resolver, propagation timeout and interval, allowed programs.
+    pub dns: certfleet_dns::DnsSettings,
 }
 
 impl AcmeConfig {
@@ -26,6 +28,7 @@ impl AcmeConfig {
             request_timeout: Duration::from_secs(30),
             order_timeout: Duration::from_secs(120),
             self_check: SelfCheckConfig::default(),
+            dns: certfleet_dns::DnsSettings::default(),
         }
     }
 }

@@ -40,6 +40,13 @@ pub enum AcmeError {
     Key(String),
     #[error("the organization {0} no longer exists")]
     OrganizationGone(String),
+    /// Writing, checking or removing a DNS-01 record failed.
+    #[error("dns-01: {0}")]
+    Dns(#[from] certfleet_dns::DnsError),
+    /// The certificate's DNS provider cannot be used (gone, or its stored
+    /// settings no longer pass the checks).
+    #[error("dns-01: {0}")]
+    DnsProvider(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("key vault: {0}")]
@@ -100,6 +107,7 @@ impl AcmeError {
             AcmeError::Problem { .. } => {
                 !FINAL_PROBLEMS.contains(&self.problem_type().unwrap_or(""))
             }
+            AcmeError::Dns(error) => error.is_transient(),
             AcmeError::Connection { .. }
             | AcmeError::Timeout { .. }
             | AcmeError::SelfCheck { .. }
@@ -110,6 +118,7 @@ impl AcmeError {
             | AcmeError::ChallengeUnavailable { .. }
             | AcmeError::BadCertificate(_)
             | AcmeError::Key(_)
+            | AcmeError::DnsProvider(_)
             | AcmeError::OrganizationGone(_) => false,
         }
     }

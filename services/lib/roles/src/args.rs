@@ -102,6 +102,31 @@ pub struct IssuerArgs {
     pub http01_self_check_timeout: Option<u64>,
 }
 
+/// DNS-01: how challenge records are found and checked, and which programs
+/// `exec` DNS providers may run. Used by the api (to check and test
+/// providers) and the issuer (to solve challenges); give both the same.
+#[derive(Debug, Clone, Args)]
+pub struct DnsArgs {
+    /// Recursive DNS resolver for finding zones, CNAMEs and name servers:
+    /// an IP address with an optional port (192.0.2.53, [2001:db8::53]:5353).
+    /// Default: the first nameserver of /etc/resolv.conf.
+    #[arg(long, env = "CERTFLEET_DNS_RESOLVER")]
+    pub dns_resolver: Option<String>,
+    /// Seconds to wait for a challenge record to reach every authoritative
+    /// name server before the attempt fails (and is retried). Default: 120.
+    #[arg(long, env = "CERTFLEET_DNS_PROPAGATION_TIMEOUT")]
+    pub dns_propagation_timeout: Option<u64>,
+    /// Seconds between two checks of the name servers that did not have the
+    /// record yet. Default: 2.
+    #[arg(long, env = "CERTFLEET_DNS_PROPAGATION_INTERVAL")]
+    pub dns_propagation_interval: Option<u64>,
+    /// Absolute paths of the programs `exec` DNS providers may run,
+    /// comma-separated (or the flag repeated). Default: none, so `exec`
+    /// providers are refused: an organization must not choose what runs here.
+    #[arg(long, env = "CERTFLEET_DNS_EXEC_PROGRAMS", value_delimiter = ',')]
+    pub dns_exec_programs: Option<Vec<PathBuf>>,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct SchedulerArgs {
     /// Seconds between scheduler passes (renewals, expiry, lost work). The
@@ -165,6 +190,15 @@ impl CaArgs {
     }
 }
 
+impl DnsArgs {
+    fn apply(&self, settings: &mut Settings) {
+        settings.dns_resolver = self.dns_resolver.clone();
+        settings.dns_propagation_timeout = self.dns_propagation_timeout;
+        settings.dns_propagation_interval = self.dns_propagation_interval;
+        settings.dns_exec_programs = self.dns_exec_programs.clone();
+    }
+}
+
 /// certfleet-api: the gRPC front door of the distributed mode.
 ///
 /// Authenticates callers, writes certificates and their jobs (as outbox rows,
@@ -172,7 +206,8 @@ impl CaArgs {
 /// streams lifecycle events to WatchCertificates callers. Applies database
 /// migrations at start. Stateless: run as many as you like behind a load balancer.
 ///
-/// Needs: database_url, amqp_url, the master key, ca_directory (default Let's Encrypt).
+/// Needs: database_url, amqp_url, the master key, ca_directory (default Let's
+/// Encrypt); the dns_* settings to check and test organizations' DNS providers.
 #[derive(Debug, Parser)]
 #[command(name = "certfleet-api", version)]
 pub struct ApiCli {
@@ -186,6 +221,8 @@ pub struct ApiCli {
     pub ca: CaArgs,
     #[command(flatten)]
     pub grpc: GrpcArgs,
+    #[command(flatten)]
+    pub dns: DnsArgs,
     /// Create an admin token, print it on stdout and exit (after migrating).
     /// Run it once per installation; store the token like a password.
     #[arg(long)]
@@ -205,6 +242,7 @@ impl RoleCli for ApiCli {
         settings.grpc_listen = self.grpc.grpc_listen;
         settings.grpc_tls_cert = self.grpc.grpc_tls_cert.clone();
         settings.grpc_tls_key = self.grpc.grpc_tls_key.clone();
+        self.dns.apply(&mut settings);
         settings
     }
 }
@@ -218,7 +256,8 @@ impl RoleCli for ApiCli {
 /// finish (up to 30 s); unfinished jobs go back to the queue. Run any number.
 ///
 /// Needs: database_url, amqp_url, the master key, ca_directory; HTTP-01
-/// challenges are answered by certfleet-responder.
+/// challenges are answered by certfleet-responder, DNS-01 records are written
+/// through each organization's DNS provider (the dns_* settings).
 #[derive(Debug, Parser)]
 #[command(name = "certfleet-issuer", version)]
 pub struct IssuerCli {
@@ -232,6 +271,8 @@ pub struct IssuerCli {
     pub ca: CaArgs,
     #[command(flatten)]
     pub issuer: IssuerArgs,
+    #[command(flatten)]
+    pub dns: DnsArgs,
 }
 
 impl RoleCli for IssuerCli {
@@ -248,6 +289,7 @@ impl RoleCli for IssuerCli {
         settings.http01_self_check_addr = self.issuer.http01_self_check_addr;
         settings.http01_self_check = self.issuer.http01_no_self_check.map(|skip| !skip);
         settings.http01_self_check_timeout = self.issuer.http01_self_check_timeout;
+        self.dns.apply(&mut settings);
         settings
     }
 }

@@ -2,12 +2,13 @@
 //! TOML file (`--config`), overridden by `CERTFLEET_*` environment variables,
 //! overridden by flags; then validated for the role, naming the setting at fault.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use certfleet_acme::SelfCheckConfig;
+use certfleet_dns::{DnsPolicy, DnsSettings, LookupConfig};
 use serde::Deserialize;
 
 /// Where new certificates come from when no CA is configured.
@@ -73,6 +74,13 @@ pub struct Settings {
     pub http01_self_check_addr: Option<SocketAddr>,
     /// Seconds.
     pub http01_self_check_timeout: Option<u64>,
+    /// An IP address with an optional port (53 by default).
+    pub dns_resolver: Option<String>,
+    /// Seconds.
+    pub dns_propagation_timeout: Option<u64>,
+    /// Seconds.
+    pub dns_propagation_interval: Option<u64>,
+    pub dns_exec_programs: Option<Vec<PathBuf>>,
     pub log: Option<String>,
     pub log_format: Option<LogFormat>,
 }
@@ -107,6 +115,10 @@ impl Settings {
             http01_self_check,
             http01_self_check_addr,
             http01_self_check_timeout,
+            dns_resolver,
+            dns_propagation_timeout,
+            dns_propagation_interval,
+            dns_exec_programs,
             log,
             log_format
         )
@@ -160,6 +172,8 @@ pub struct RoleConfig {
     pub issuer_concurrency: u16,
     pub scheduler_interval: Duration,
     pub self_check: SelfCheckConfig,
+    /// DNS-01 for the api (checking and testing providers) and the issuer.
+    pub dns: DnsSettings,
     pub log: String,
     pub log_format: LogFormat,
 }
@@ -176,6 +190,7 @@ impl std::fmt::Debug for RoleConfig {
             .field("health_listen", &self.health_listen)
             .field("issuer_concurrency", &self.issuer_concurrency)
             .field("scheduler_interval", &self.scheduler_interval)
+            .field("dns", &self.dns)
             .finish_non_exhaustive()
     }
 }
@@ -263,6 +278,12 @@ impl RoleConfig {
                 "http01_self_check_timeout (CERTFLEET_HTTP01_SELF_CHECK_TIMEOUT) must be at least 1 second"
             );
         }
+        let dns = dns_settings(
+            settings.dns_resolver.as_deref(),
+            settings.dns_propagation_timeout,
+            settings.dns_propagation_interval,
+            settings.dns_exec_programs.unwrap_or_default(),
+        )?;
         let log = settings.log.unwrap_or_else(|| "info".to_owned());
         tracing_subscriber::EnvFilter::try_new(&log)
             .with_context(|| format!("log (CERTFLEET_LOG): invalid filter {log:?}"))?;
@@ -290,10 +311,64 @@ impl RoleConfig {
                 connect_addr: settings.http01_self_check_addr,
                 timeout: Duration::from_secs(self_check_timeout),
             },
+            dns,
             log,
             log_format: settings.log_format.unwrap_or_default(),
         })
     }
+}
+
+/// The DNS-01 settings, checked: the resolver an IP address with an optional
+/// port (the system's when unset), both durations at least 1 second, every
+/// exec program an absolute path.
+fn dns_settings(
+    resolver: Option<&str>,
+    propagation_timeout: Option<u64>,
+    propagation_interval: Option<u64>,
+    exec_programs: Vec<PathBuf>,
+) -> anyhow::Result<DnsSettings> {
+    let resolver = match resolver {
+        Some(value) => parse_resolver(value).with_context(|| {
+            format!("dns_resolver (CERTFLEET_DNS_RESOLVER) must be an IP address with an optional port (192.0.2.53, 192.0.2.53:5353, [2001:db8::53]:53), not {value:?}")
+        })?,
+        None => certfleet_dns::lookup::system_resolver(),
+    };
+    let mut lookup = LookupConfig::new(resolver);
+    let timeout = propagation_timeout.unwrap_or(lookup.propagation_timeout.as_secs());
+    if timeout == 0 {
+        bail!(
+            "dns_propagation_timeout (CERTFLEET_DNS_PROPAGATION_TIMEOUT) must be at least 1 second"
+        );
+    }
+    let interval = propagation_interval.unwrap_or(lookup.propagation_interval.as_secs());
+    if interval == 0 {
+        bail!(
+            "dns_propagation_interval (CERTFLEET_DNS_PROPAGATION_INTERVAL) must be at least 1 second"
+        );
+    }
+    lookup.propagation_timeout = Duration::from_secs(timeout);
+    lookup.propagation_interval = Duration::from_secs(interval);
+    if let Some(relative) = exec_programs.iter().find(|path| !path.is_absolute()) {
+        bail!(
+            "dns_exec_programs (CERTFLEET_DNS_EXEC_PROGRAMS): {:?} is not an absolute path",
+            relative.display().to_string()
+        );
+    }
+    Ok(DnsSettings {
+        policy: DnsPolicy { exec_programs },
+        lookup,
+    })
+}
+
+/// `192.0.2.53`, `192.0.2.53:5353`, `2001:db8::53` or `[2001:db8::53]:53`.
+fn parse_resolver(value: &str) -> Option<SocketAddr> {
+    let value = value.trim();
+    value.parse::<SocketAddr>().ok().or_else(|| {
+        value
+            .parse::<IpAddr>()
+            .ok()
+            .map(|ip| SocketAddr::new(ip, 53))
+    })
 }
 
 /// `<role>-<hostname>-<uuid>`: unique per process, readable in leases.
@@ -345,6 +420,122 @@ mod tests {
         };
         let config = RoleConfig::validate(Role::Scheduler, settings).unwrap();
         assert_eq!(config.database_pool_size, 4);
+    }
+
+    #[test]
+    fn dns_settings_default_and_are_checked_by_name() {
+        let config = RoleConfig::validate(Role::Api, minimal()).unwrap();
+        assert_eq!(
+            config.dns.lookup.resolver,
+            certfleet_dns::lookup::system_resolver()
+        );
+        assert_eq!(
+            config.dns.lookup.propagation_timeout,
+            Duration::from_secs(120)
+        );
+        assert_eq!(
+            config.dns.lookup.propagation_interval,
+            Duration::from_secs(2)
+        );
+        assert!(config.dns.policy.exec_programs.is_empty());
+
+        let settings = Settings {
+            dns_resolver: Some("[2001:db8::53]:5353".to_owned()),
+            dns_propagation_timeout: Some(300),
+            dns_propagation_interval: Some(5),
+            dns_exec_programs: Some(vec![PathBuf::from("/usr/local/bin/dns-hook")]),
+            ..minimal()
+        };
+        let config = RoleConfig::validate(Role::Issuer, settings).unwrap();
+        assert_eq!(
+            config.dns.lookup.resolver.to_string(),
+            "[2001:db8::53]:5353"
+        );
+        assert_eq!(
+            config.dns.lookup.propagation_timeout,
+            Duration::from_secs(300)
+        );
+        assert_eq!(
+            config.dns.policy.exec_programs,
+            vec![PathBuf::from("/usr/local/bin/dns-hook")]
+        );
+        let settings = Settings {
+            dns_resolver: Some("192.0.2.53".to_owned()),
+            ..minimal()
+        };
+        let config = RoleConfig::validate(Role::Api, settings).unwrap();
+        assert_eq!(config.dns.lookup.resolver.to_string(), "192.0.2.53:53");
+
+        let bad = [
+            (
+                Settings {
+                    dns_resolver: Some("dns.example.com".to_owned()),
+                    ..minimal()
+                },
+                "dns_resolver (CERTFLEET_DNS_RESOLVER) must be an IP address with an optional port (192.0.2.53, 192.0.2.53:5353, [2001:db8::53]:53), not \"dns.example.com\"",
+            ),
+            (
+                Settings {
+                    dns_propagation_timeout: Some(0),
+                    ..minimal()
+                },
+                "dns_propagation_timeout",
+            ),
+            (
+                Settings {
+                    dns_propagation_interval: Some(0),
+                    ..minimal()
+                },
+                "dns_propagation_interval",
+            ),
+            (
+                Settings {
+                    dns_exec_programs: Some(vec![PathBuf::from("dns-hook")]),
+                    ..minimal()
+                },
+                "dns_exec_programs (CERTFLEET_DNS_EXEC_PROGRAMS): \"dns-hook\" is not an absolute path",
+            ),
+        ];
+        for (settings, expected) in bad {
+            let error = format!(
+                "{:#}",
+                RoleConfig::validate(Role::Issuer, settings).unwrap_err()
+            );
+            assert!(error.contains(expected), "{expected}: {error}");
+        }
+    }
+
+    #[test]
+    fn dns_settings_come_from_the_file() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("certfleet.toml");
+        std::fs::write(
+            &path,
+            "dns_resolver = \"127.0.0.1:5353\"\ndns_propagation_timeout = 30\ndns_propagation_interval = 1\ndns_exec_programs = [\"/opt/hooks/a\", \"/opt/hooks/b\"]\n",
+        )
+        .unwrap();
+        let config = RoleConfig::load(Role::Issuer, Some(&path), minimal()).unwrap();
+        assert_eq!(config.dns.lookup.resolver.to_string(), "127.0.0.1:5353");
+        assert_eq!(
+            config.dns.lookup.propagation_timeout,
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            config.dns.lookup.propagation_interval,
+            Duration::from_secs(1)
+        );
+        assert_eq!(config.dns.policy.exec_programs.len(), 2);
+    }
+
+    #[test]
+    fn the_example_file_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../../deploy/systemd/certfleet.toml.example");
+        let config = RoleConfig::load(Role::Issuer, Some(&path), minimal()).unwrap();
+        assert_eq!(
+            config.dns.lookup.propagation_timeout,
+            Duration::from_secs(120)
+        );
     }
 
     #[test]

@@ -11,8 +11,8 @@ mod roles;
 mod runtime;
 
 pub use args::{
-    ApiCli, BrokerArgs, CaArgs, CommonArgs, GrpcArgs, IssuerArgs, IssuerCli, ResponderArgs,
-    ResponderCli, RoleCli, SchedulerArgs, SchedulerCli, VaultArgs,
+    ApiCli, BrokerArgs, CaArgs, CommonArgs, DnsArgs, GrpcArgs, IssuerArgs, IssuerCli,
+    ResponderArgs, ResponderCli, RoleCli, SchedulerArgs, SchedulerCli, VaultArgs,
 };
 pub use config::{LogFormat, MasterKeySource, Role, RoleConfig, Settings};
 pub use roles::{create_admin_token, run_api, run_issuer, run_responder, run_scheduler};

@@ -59,6 +59,7 @@ pub async fn run_api(config: RoleConfig) -> anyhow::Result<()> {
         events: Arc::new(events),
         clock: Arc::new(SystemClock),
         directory_url: config.ca_directory.clone(),
+        dns: config.dns.clone(),
     };
     tracing::info!(instance = %config.instance_id, address = %config.grpc_listen, "certfleet-api running");
     let served = certfleet_api::serve_with_tls(api, listener, tls, stopped(stop)).await;
@@ -112,6 +113,7 @@ pub async fn run_issuer(config: RoleConfig) -> anyhow::Result<()> {
     let acme = AcmeConfig {
         ca_root: config.ca_root.clone(),
         self_check: config.self_check.clone(),
+        dns: config.dns.clone(),
         ..AcmeConfig::new(config.ca_directory.clone())
     };
     let owner = config.instance_id.clone();

@@ -23,6 +23,10 @@ impl Store {
                     acme_challenges::key_authorization.eq(&challenge.key_authorization),
                     acme_challenges::status.eq(&challenge.status),
                     acme_challenges::error.eq(None::<String>),
+                    acme_challenges::dns_record_name.eq(&challenge.dns_record_name),
+                    acme_challenges::dns_record_value.eq(&challenge.dns_record_value),
+                    acme_challenges::dns_zone.eq(&challenge.dns_zone),
+                    acme_challenges::dns_cleaned_at.eq(challenge.dns_cleaned_at),
                     acme_challenges::updated_at.eq(challenge.updated_at),
                 ))
                 .execute(conn)

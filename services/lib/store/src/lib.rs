@@ -11,6 +11,7 @@ pub mod schema;
 mod accounts;
 mod certificates;
 mod challenges;
+mod dns_providers;
 mod leases;
 mod lifecycle;
 mod organizations;
@@ -49,6 +50,9 @@ pub enum StoreError {
     AlreadyExists { existing_id: String },
     #[error("{0} already exists")]
     Conflict(String),
+    /// Still used by something that must go first.
+    #[error("{0}")]
+    InUse(String),
     #[error("the certificate is not leased by this worker")]
     LeaseLost,
     #[error("database unavailable: {0}")]

@@ -4,7 +4,7 @@ use diesel::prelude::*;
 
 use crate::schema::{
     acme_accounts, acme_challenges, api_tokens, audit_log, certificate_versions, certificates,
-    organizations, outbox,
+    dns_providers, organizations, outbox,
 };
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
@@ -142,6 +142,27 @@ pub struct AcmeChallenge {
     pub error: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// DNS-01: the zone the value was written in.
+    pub dns_zone: Option<String>,
+    /// DNS-01: when the value was removed from DNS again.
+    pub dns_cleaned_at: Option<i64>,
+}
+
+/// A DNS provider of an organization. `settings` is a JSON object of the plain
+/// settings; `secrets_sealed` the vault-sealed JSON object of the secret ones.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(treat_none_as_default_value = false)]
+#[diesel(table_name = dns_providers)]
+pub struct DnsProviderRow {
+    pub id: String,
+    pub organization_id: String,
+    pub name: String,
+    pub kind: String,
+    pub settings: String,
+    pub secrets_sealed: Option<Vec<u8>>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub deleted_at: Option<i64>,
 }
 
 /// A job or event waiting to be published. Written in the same transaction as

@@ -114,6 +114,22 @@ diesel::table! {
         error -> Nullable<Text>,
         created_at -> BigInt,
         updated_at -> BigInt,
+        dns_zone -> Nullable<Text>,
+        dns_cleaned_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    dns_providers (id) {
+        id -> Text,
+        organization_id -> Text,
+        name -> Text,
+        kind -> Text,
+        settings -> Text,
+        secrets_sealed -> Nullable<Binary>,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+        deleted_at -> Nullable<BigInt>,
     }
 }
 
@@ -157,6 +173,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     certificates,
     certificate_versions,
     acme_challenges,
+    dns_providers,
     outbox,
     leases,
     audit_log,

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 const PURPOSE_CERTIFICATE_KEY: &str = "certificate-key";
 const PURPOSE_ACME_ACCOUNT: &str = "acme-account";
+const PURPOSE_DNS_PROVIDER: &str = "dns-provider";
 const CANONICAL_TAG: &[u8] = b"certfleet-ctx-v1";
 
 /// The owner and use of a secret. Opening requires the same context that sealed it.
@@ -41,6 +42,14 @@ impl EncryptionContext {
         directory_url: impl Into<String>,
     ) -> Self {
         Self::new(organization_id, PURPOSE_ACME_ACCOUNT, directory_url)
+    }
+
+    /// The context of a DNS provider's secret settings.
+    pub fn dns_provider(
+        organization_id: impl Into<String>,
+        provider_id: impl Into<String>,
+    ) -> Self {
+        Self::new(organization_id, PURPOSE_DNS_PROVIDER, provider_id)
     }
 
     /// Unambiguous byte form used as AES-GCM associated data: a version tag,

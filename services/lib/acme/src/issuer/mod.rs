@@ -14,6 +14,7 @@ use certfleet_store::{AuditEntry, Certificate, Effects, NewCertificateVersion, S
 use certfleet_vault::Vault;
 use tokio::sync::Semaphore;
 
+mod dns;
 mod order;
 mod revoke;
 

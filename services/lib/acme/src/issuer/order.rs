@@ -314,15 +314,47 @@ impl Issuer {
     }
 
     /// Answers the challenges of a pending order and waits until the CA has
-    /// validated it (ready), closing the challenges either way.
+    /// validated it (ready), closing the challenges either way. DNS-01 values
+    /// are removed afterwards whatever the outcome, and values an interrupted
+    /// attempt left are removed first.
     async fn validate(
         &self,
         certificate: &Certificate,
         order: &mut Order,
         phase: &impl Fn(&'static str),
     ) -> Result<(), AcmeError> {
+        let dns = match certificate.challenge_type.as_str() {
+            "dns-01" => Some(self.dns_solver(certificate).await?),
+            _ => None,
+        };
+        if let Some(solver) = &dns {
+            self.clean_dns_records(certificate, solver).await;
+        }
+        let result = self
+            .answer_and_wait(certificate, order, dns.as_ref(), phase)
+            .await;
+        if let Some(solver) = &dns {
+            self.clean_dns_records(certificate, solver).await;
+            phase("dns-01 values removed");
+        }
+        result
+    }
+
+    async fn answer_and_wait(
+        &self,
+        certificate: &Certificate,
+        order: &mut Order,
+        dns: Option<&certfleet_dns::DnsSolver>,
+        phase: &impl Fn(&'static str),
+    ) -> Result<(), AcmeError> {
         if order.state().status == OrderStatus::Pending {
-            self.answer_challenges(certificate, order).await?;
+            match dns {
+                Some(solver) => {
+                    self.answer_dns_challenges(certificate, order, solver)
+                        .await?;
+                }
+                None => self.answer_challenges(certificate, order).await?,
+            }
             phase("challenges answered");
         }
         let policy = self.retry_policy();
@@ -401,6 +433,8 @@ impl Issuer {
                     error: None,
                     created_at: now,
                     updated_at: now,
+                    dns_zone: None,
+                    dns_cleaned_at: None,
                 })
                 .await?;
             self.self_check

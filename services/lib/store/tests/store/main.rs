@@ -33,6 +33,7 @@ macro_rules! on_both_backends {
 }
 
 mod certificates;
+mod dns;
 mod leases;
 mod lifecycle;
 mod organizations;

@@ -29,6 +29,8 @@ fn challenge(
         error: None,
         created_at: NOW,
         updated_at: NOW,
+        dns_zone: None,
+        dns_cleaned_at: None,
     }
 }
 

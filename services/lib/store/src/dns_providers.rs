@@ -1,0 +1,176 @@
+//! DNS providers of an organization, and the DNS-01 records written with
+//! them that still wait for their clean-up.
+
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+
+use crate::models::{AcmeChallenge, DnsProviderRow, Effects};
+use crate::schema::{acme_challenges, certificates, dns_providers};
+use crate::{Store, StoreError, transaction, with_conn, write_effects};
+
+impl Store {
+    /// Records a provider; a name in use is [`StoreError::Conflict`].
+    pub async fn create_dns_provider(
+        &self,
+        row: DnsProviderRow,
+        effects: Effects,
+    ) -> Result<DnsProviderRow, StoreError> {
+        let name = row.name.clone();
+        let result = transaction!(self, |conn| {
+            diesel::insert_into(dns_providers::table)
+                .values(&row)
+                .execute(conn)
+                .await?;
+            write_effects!(conn, effects);
+            Ok(row)
+        });
+        match result {
+            Err(StoreError::Query(error)) if StoreError::is_unique_violation(&error) => Err(
+                StoreError::Conflict(format!("a DNS provider named {name:?}")),
+            ),
+            other => other,
+        }
+    }
+
+    /// The organization's providers, by name.
+    pub async fn list_dns_providers(
+        &self,
+        organization_id: &str,
+    ) -> Result<Vec<DnsProviderRow>, StoreError> {
+        with_conn!(self, |conn| {
+            Ok(dns_providers::table
+                .filter(dns_providers::organization_id.eq(organization_id))
+                .filter(dns_providers::deleted_at.is_null())
+                .order(dns_providers::name.asc())
+                .select(DnsProviderRow::as_select())
+                .load(conn)
+                .await?)
+        })
+    }
+
+    /// A provider by id or by name; deleted ones are gone.
+    pub async fn find_dns_provider(
+        &self,
+        organization_id: &str,
+        id_or_name: &str,
+    ) -> Result<Option<DnsProviderRow>, StoreError> {
+        with_conn!(self, |conn| {
+            Ok(dns_providers::table
+                .filter(dns_providers::organization_id.eq(organization_id))
+                .filter(dns_providers::deleted_at.is_null())
+                .filter(
+                    dns_providers::id
+                        .eq(id_or_name)
+                        .or(dns_providers::name.eq(id_or_name)),
+                )
+                .select(DnsProviderRow::as_select())
+                .first(conn)
+                .await
+                .optional()?)
+        })
+    }
+
+    /// A provider by id, deleted or not: the issuer still cleans up with a
+    /// provider deleted after its records were written.
+    pub async fn get_dns_provider_any(
+        &self,
+        organization_id: &str,
+        id: &str,
+    ) -> Result<Option<DnsProviderRow>, StoreError> {
+        with_conn!(self, |conn| {
+            Ok(dns_providers::table
+                .filter(dns_providers::organization_id.eq(organization_id))
+                .filter(dns_providers::id.eq(id))
+                .select(DnsProviderRow::as_select())
+                .first(conn)
+                .await
+                .optional()?)
+        })
+    }
+
+    /// Deletes a provider that no active certificate uses; one that is used is
+    /// [`StoreError::InUse`] with how many use it.
+    pub async fn delete_dns_provider(
+        &self,
+        organization_id: &str,
+        id: &str,
+        now_ms: i64,
+        effects: Effects,
+    ) -> Result<(), StoreError> {
+        transaction!(self, |conn| {
+            let users: i64 = certificates::table
+                .filter(certificates::organization_id.eq(organization_id))
+                .filter(certificates::dns_provider_id.eq(id))
+                .filter(certificates::deleted_at.is_null())
+                .filter(certificates::status.ne("revoked"))
+                .count()
+                .get_result(conn)
+                .await?;
+            if users > 0 {
+                return Err(StoreError::InUse(format!(
+                    "{users} active certificate(s) use this DNS provider; delete or change them first"
+                )));
+            }
+            let deleted = diesel::update(dns_providers::table)
+                .filter(dns_providers::organization_id.eq(organization_id))
+                .filter(dns_providers::id.eq(id))
+                .filter(dns_providers::deleted_at.is_null())
+                .set((
+                    dns_providers::deleted_at.eq(Some(now_ms)),
+                    dns_providers::updated_at.eq(now_ms),
+                ))
+                .execute(conn)
+                .await?;
+            if deleted == 0 {
+                return Err(StoreError::NotFound);
+            }
+            write_effects!(conn, effects);
+            Ok(())
+        })
+    }
+
+    /// DNS-01 values of a certificate that were written (or were about to be)
+    /// and not yet removed: what a killed worker left behind.
+    pub async fn dns_records_to_clean(
+        &self,
+        organization_id: &str,
+        certificate_id: &str,
+    ) -> Result<Vec<AcmeChallenge>, StoreError> {
+        with_conn!(self, |conn| {
+            Ok(acme_challenges::table
+                .filter(acme_challenges::organization_id.eq(organization_id))
+                .filter(acme_challenges::certificate_id.eq(certificate_id))
+                .filter(acme_challenges::challenge_type.eq("dns-01"))
+                .filter(acme_challenges::dns_record_name.is_not_null())
+                .filter(acme_challenges::dns_cleaned_at.is_null())
+                .order(acme_challenges::created_at.asc())
+                .select(AcmeChallenge::as_select())
+                .load(conn)
+                .await?)
+        })
+    }
+
+    /// Notes that the DNS-01 value of these challenges is gone from DNS.
+    pub async fn mark_dns_cleaned(
+        &self,
+        organization_id: &str,
+        challenge_ids: &[String],
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        if challenge_ids.is_empty() {
+            return Ok(());
+        }
+        with_conn!(self, |conn| {
+            diesel::update(acme_challenges::table)
+                .filter(acme_challenges::organization_id.eq(organization_id))
+                .filter(acme_challenges::id.eq_any(challenge_ids))
+                .set((
+                    acme_challenges::dns_cleaned_at.eq(Some(now_ms)),
+                    acme_challenges::updated_at.eq(now_ms),
+                ))
+                .execute(conn)
+                .await?;
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,185 @@
+//! DNS providers of an organization and the DNS-01 values waiting for their
+//! clean-up.
+
+use certfleet_store::{AcmeChallenge, DnsProviderRow, Effects, Store, StoreError, new_id};
+
+use crate::support::{NOW, SECOND, certificate, organization, stored};
+
+on_both_backends!(dns_providers, dns_records_to_clean);
+
+fn provider(organization_id: &str, name: &str) -> DnsProviderRow {
+    DnsProviderRow {
+        id: new_id(),
+        organization_id: organization_id.to_owned(),
+        name: name.to_owned(),
+        kind: "rfc2136".to_owned(),
+        settings: r#"{"server":"192.0.2.53"}"#.to_owned(),
+        secrets_sealed: Some(vec![1, 2, 3]),
+        created_at: NOW,
+        updated_at: NOW,
+        deleted_at: None,
+    }
+}
+
+async fn dns_providers(store: &Store) -> anyhow::Result<()> {
+    let acme = organization(store, "acme").await?;
+    let globex = organization(store, "globex").await?;
+    let org = acme.id.as_str();
+    let bind = store
+        .create_dns_provider(provider(org, "bind"), Effects::default())
+        .await?;
+    store
+        .create_dns_provider(provider(org, "another"), Effects::default())
+        .await?;
+    let taken = store
+        .create_dns_provider(provider(org, "bind"), Effects::default())
+        .await
+        .expect_err("a taken name");
+    assert!(matches!(taken, StoreError::Conflict(_)), "{taken:?}");
+    // Names are per organization.
+    store
+        .create_dns_provider(provider(&globex.id, "bind"), Effects::default())
+        .await?;
+
+    let names: Vec<String> = store
+        .list_dns_providers(org)
+        .await?
+        .into_iter()
+        .map(|row| row.name)
+        .collect();
+    assert_eq!(names, ["another", "bind"]);
+    let by_name = store
+        .find_dns_provider(org, "bind")
+        .await?
+        .expect("by name");
+    assert_eq!(by_name.id, bind.id);
+    assert_eq!(by_name.secrets_sealed, Some(vec![1, 2, 3]));
+    assert!(store.find_dns_provider(org, &bind.id).await?.is_some());
+    assert!(
+        store
+            .find_dns_provider(&globex.id, &bind.id)
+            .await?
+            .is_none()
+    );
+
+    // In use by an active certificate: refused; after the certificate is
+    // deleted: gone from lists, still there for clean-ups.
+    let mut using = certificate(org, &["dns.acme.example"], NOW);
+    using.dns_provider_id = Some(bind.id.clone());
+    using.challenge_type = "dns-01".to_owned();
+    let using = stored(store, using).await?;
+    let error = store
+        .delete_dns_provider(org, &bind.id, NOW, Effects::default())
+        .await
+        .expect_err("in use");
+    assert!(matches!(error, StoreError::InUse(_)), "{error:?}");
+    let other_org = store
+        .delete_dns_provider(&globex.id, &bind.id, NOW, Effects::default())
+        .await
+        .expect_err("another organization's provider");
+    assert!(matches!(other_org, StoreError::NotFound), "{other_org:?}");
+    store
+        .delete_certificate(org, &using.id, NOW + SECOND, Effects::default())
+        .await?;
+    store
+        .delete_dns_provider(org, &bind.id, NOW + 2 * SECOND, Effects::default())
+        .await?;
+    assert!(store.find_dns_provider(org, "bind").await?.is_none());
+    assert!(store.get_dns_provider_any(org, &bind.id).await?.is_some());
+    let again = store
+        .delete_dns_provider(org, &bind.id, NOW, Effects::default())
+        .await
+        .expect_err("already deleted");
+    assert!(matches!(again, StoreError::NotFound), "{again:?}");
+    // The name is free again.
+    store
+        .create_dns_provider(provider(org, "bind"), Effects::default())
+        .await?;
+    Ok(())
+}
+
+fn dns_challenge(
+    certificate: &certfleet_store::Certificate,
+    authorization: &str,
+    value: &str,
+) -> AcmeChallenge {
+    AcmeChallenge {
+        id: new_id(),
+        organization_id: certificate.organization_id.clone(),
+        certificate_id: certificate.id.clone(),
+        order_url: "https://ca.example/order/1".to_owned(),
+        authorization_url: authorization.to_owned(),
+        name: certificate.primary_name.clone(),
+        challenge_type: "dns-01".to_owned(),
+        token: format!("token-{value}"),
+        key_authorization: format!("{value}.thumbprint"),
+        dns_record_name: Some(format!("_acme-challenge.{}", certificate.primary_name)),
+        dns_record_value: Some(value.to_owned()),
+        status: "pending".to_owned(),
+        validated_at: None,
+        error: None,
+        created_at: NOW,
+        updated_at: NOW,
+        dns_zone: Some("acme.example".to_owned()),
+        dns_cleaned_at: None,
+    }
+}
+
+async fn dns_records_to_clean(store: &Store) -> anyhow::Result<()> {
+    let acme = organization(store, "acme").await?;
+    let globex = organization(store, "globex").await?;
+    let org = acme.id.as_str();
+    let managed = stored(store, certificate(org, &["acme.example"], NOW)).await?;
+    let foreign = stored(store, certificate(&globex.id, &["globex.example"], NOW)).await?;
+    let apex = dns_challenge(&managed, "https://ca.example/authz/1", "apex-value");
+    let wildcard = dns_challenge(&managed, "https://ca.example/authz/2", "wildcard-value");
+    store.upsert_challenge(apex.clone()).await?;
+    store.upsert_challenge(wildcard.clone()).await?;
+    store
+        .upsert_challenge(dns_challenge(
+            &foreign,
+            "https://ca.example/authz/3",
+            "globex",
+        ))
+        .await?;
+
+    let left = store.dns_records_to_clean(org, &managed.id).await?;
+    assert_eq!(left.len(), 2);
+    assert!(
+        store
+            .dns_records_to_clean(org, &foreign.id)
+            .await?
+            .is_empty()
+    );
+
+    store
+        .mark_dns_cleaned(org, &[left[0].id.clone()], NOW + SECOND)
+        .await?;
+    // Another organization's ids are not touched.
+    let foreign_left = store.dns_records_to_clean(&globex.id, &foreign.id).await?;
+    store
+        .mark_dns_cleaned(org, &[foreign_left[0].id.clone()], NOW)
+        .await?;
+    assert_eq!(
+        store
+            .dns_records_to_clean(&globex.id, &foreign.id)
+            .await?
+            .len(),
+        1
+    );
+    let left = store.dns_records_to_clean(org, &managed.id).await?;
+    assert_eq!(left.len(), 1);
+
+    // A resumed order writes the value again: it waits for clean-up again.
+    let mut rewritten = dns_challenge(&managed, "https://ca.example/authz/1", "apex-value-2");
+    rewritten.id = new_id();
+    store.upsert_challenge(rewritten).await?;
+    let left = store.dns_records_to_clean(org, &managed.id).await?;
+    let values: Vec<_> = left
+        .iter()
+        .filter_map(|row| row.dns_record_value.clone())
+        .collect();
+    assert_eq!(left.len(), 2, "{values:?}");
+    assert!(values.contains(&"apex-value-2".to_owned()), "{values:?}");
+    Ok(())
+}
