@@ -272,6 +272,65 @@ async fn wildcard_and_apex_through_the_powerdns_api() {
     assert!(left.is_empty(), "left in PowerDNS: {left:?}");
 }
 
+/// Certificates whose challenges share a name (`x.pdns.test` and
+/// `*.x.pdns.test`) issued at once through providers that do not share an
+/// in-process lock (the same PowerDNS under two URLs, as two workers would
+/// be): PowerDNS replaces whole record sets, so without the per-name write
+/// lease in the database one writer would undo the other's value and the
+/// propagation check would time out.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_writers_of_one_name_through_powerdns_keep_every_value() {
+    let pdns = PowerDns::start(&["pdns.test"]).await.unwrap();
+    let env = TestEnv::start_with(pebble_on(pdns.dns_addr()).await, |config| {
+        use_dns(config, pdns.dns_addr());
+        config.dns.lookup.propagation_timeout = Duration::from_secs(10);
+        config.dns.lookup.propagation_interval = Duration::from_millis(200);
+    })
+    .await
+    .unwrap();
+    let (write, _) = organization(env.grpc, &env.admin_token, "writers").await;
+    let mut providers = dns_providers(env.grpc, &write).await;
+    let server = pdns.dns_addr().to_string();
+    for (name, url) in [
+        ("first", pdns.api_url()),
+        ("second", pdns.api_url().replace("127.0.0.1", "localhost")),
+    ] {
+        add_provider(
+            &mut providers,
+            name,
+            "pdns",
+            settings(&[
+                ("api_url", &url),
+                ("api_key", pdns.api_key()),
+                ("nameservers", &server),
+            ]),
+        )
+        .await;
+    }
+    let mut client = certfleet_e2e::certificates(env.grpc, &write).await;
+    let mut ids = Vec::new();
+    for index in 0..4 {
+        let apex = format!("x{index}.pdns.test");
+        let wildcard = format!("*.{apex}");
+        for (names, provider) in [([apex.as_str()], "first"), ([wildcard.as_str()], "second")] {
+            let created = client
+                .create_certificate(dns01(&names, provider))
+                .await
+                .unwrap()
+                .into_inner();
+            ids.push(created.id);
+        }
+    }
+    for id in &ids {
+        wait_for(&mut client, id, Duration::from_secs(60), is_valid)
+            .await
+            .unwrap_or_else(|error| panic!("{error:#}"));
+    }
+    env.stop().await;
+    let left = pdns.acme_challenge_records().await.unwrap();
+    assert!(left.is_empty(), "left in PowerDNS: {left:?}");
+}
+
 /// Route 53 (moto) and Cloudflare (the fake) hold records no local DNS
 /// server serves, so Pebble accepts every challenge here; the provider half
 /// (write, wait for the provider, remove) runs for real. BIND with an

@@ -1,11 +1,14 @@
 -- DNS providers of an organization (DNS-01). Plain settings as a JSON object;
--- secret settings (TSIG secret, API keys) as a JSON object sealed by the vault.
+-- secret settings (TSIG secret, API keys) as a JSON object sealed by the vault,
+-- and their names (comma-separated) in the clear, so that showing a provider
+-- needs no decryption.
 CREATE TABLE dns_providers (
     id TEXT PRIMARY KEY,
     organization_id TEXT NOT NULL REFERENCES organizations (id),
     name TEXT NOT NULL,
     kind TEXT NOT NULL,
     settings TEXT NOT NULL,
+    secret_names TEXT NOT NULL DEFAULT '',
     secrets_sealed BYTEA,
     created_at BIGINT NOT NULL,
     updated_at BIGINT NOT NULL,

@@ -63,6 +63,14 @@ impl ProviderKind {
             })
     }
 
+    /// Whether one value is added or removed atomically on the server
+    /// (RFC 2136 updates, Cloudflare records). The others read a whole set
+    /// and write it back (PowerDNS, Route 53) or do what an operator's program
+    /// does, so concurrent writers of one name must be serialized.
+    pub fn changes_single_values(self) -> bool {
+        matches!(self, ProviderKind::Rfc2136 | ProviderKind::Cloudflare)
+    }
+
     /// The settings of this kind (besides the common ones), secrets marked.
     pub fn keys(self) -> &'static [(&'static str, Secrecy)] {
         use Secrecy::{Plain, Secret};

@@ -149,7 +149,8 @@ pub struct AcmeChallenge {
 }
 
 /// A DNS provider of an organization. `settings` is a JSON object of the plain
-/// settings; `secrets_sealed` the vault-sealed JSON object of the secret ones.
+/// settings; `secrets_sealed` the vault-sealed JSON object of the secret ones,
+/// `secret_names` their names, comma-separated.
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(treat_none_as_default_value = false)]
 #[diesel(table_name = dns_providers)]
@@ -159,6 +160,7 @@ pub struct DnsProviderRow {
     pub name: String,
     pub kind: String,
     pub settings: String,
+    pub secret_names: String,
     pub secrets_sealed: Option<Vec<u8>>,
     pub created_at: i64,
     pub updated_at: i64,

@@ -126,6 +126,7 @@ diesel::table! {
         name -> Text,
         kind -> Text,
         settings -> Text,
+        secret_names -> Text,
         secrets_sealed -> Nullable<Binary>,
         created_at -> BigInt,
         updated_at -> BigInt,

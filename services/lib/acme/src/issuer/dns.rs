@@ -17,6 +17,11 @@ use crate::accounts::acme_call;
 
 /// Tries of one clean-up when the provider is unavailable.
 const CLEANUP_TRIES: u32 = 3;
+/// How long a write to one name holds the name's lease (a crashed holder's
+/// lease runs out after this).
+const NAME_LEASE: Duration = Duration::from_secs(60);
+/// How long a write waits for another process's write to the same name.
+const NAME_LEASE_WAIT: Duration = Duration::from_secs(90);
 
 impl Issuer {
     /// The solver of the certificate's DNS provider. A deleted provider still
@@ -133,7 +138,8 @@ impl Issuer {
                     dns_cleaned_at: None,
                 })
                 .await?;
-            solver.present(&record).await?;
+            self.one_writer(solver, &record.fqdn, solver.present(&record))
+                .await?;
             tracing::info!(certificate_id = %certificate.id, %name, record = %record.fqdn, zone = record.zone.as_deref().unwrap_or("-"), "dns-01 value written");
             ready.insert(authorization_url);
             records.push(record);
@@ -220,6 +226,61 @@ impl Issuer {
         }
     }
 
+    /// Runs `write` to `fqdn` as the only writer of that name among all
+    /// workers, when the provider reads and writes back whole sets (a named
+    /// lease in the database, its owner unique to this write, so two tasks of
+    /// one process are kept apart too). Providers that change single values
+    /// atomically run at once.
+    async fn one_writer<T>(
+        &self,
+        solver: &DnsSolver,
+        fqdn: &str,
+        write: impl std::future::Future<Output = Result<T, certfleet_dns::DnsError>>,
+    ) -> Result<T, certfleet_dns::DnsError> {
+        if solver.config().kind.changes_single_values() {
+            return write.await;
+        }
+        let name = format!("dns-record:{fqdn}");
+        let owner = format!("{}:{}", self.owner, new_id());
+        let started = std::time::Instant::now();
+        let mut pause = Duration::from_millis(20);
+        loop {
+            let now = self.clock.now_ms();
+            let until = now + NAME_LEASE.as_millis() as i64;
+            match self
+                .store
+                .acquire_named_lease(&name, &owner, now, until)
+                .await
+            {
+                Ok(true) => break,
+                Ok(false) if started.elapsed() < NAME_LEASE_WAIT => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
+                Ok(false) => {
+                    return Err(certfleet_dns::DnsError::Unavailable {
+                        provider: solver.config().kind.as_str(),
+                        detail: format!(
+                            "another worker has been writing {fqdn} for more than {} s",
+                            NAME_LEASE_WAIT.as_secs()
+                        ),
+                    });
+                }
+                Err(error) => {
+                    return Err(certfleet_dns::DnsError::Unavailable {
+                        provider: solver.config().kind.as_str(),
+                        detail: format!("cannot take the write lease of {fqdn}: {error}"),
+                    });
+                }
+            }
+        }
+        let result = write.await;
+        if let Err(error) = self.store.release_named_lease(&name, &owner).await {
+            tracing::warn!(%error, record = %fqdn, "cannot release the write lease; it runs out by itself");
+        }
+        result
+    }
+
     async fn cleanup_with_retries(
         &self,
         solver: &DnsSolver,
@@ -228,7 +289,10 @@ impl Issuer {
         let mut tries = 0;
         loop {
             tries += 1;
-            match solver.cleanup(record).await {
+            match self
+                .one_writer(solver, &record.fqdn, solver.cleanup(record))
+                .await
+            {
                 Err(error) if error.is_transient() && tries < CLEANUP_TRIES => {
                     tracing::debug!(record = %record.fqdn, %error, tries, "clean-up failed; trying again");
                     tokio::time::sleep(Duration::from_millis(500 * u64::from(tries))).await;

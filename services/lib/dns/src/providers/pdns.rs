@@ -18,6 +18,10 @@ use crate::http::{HttpAnswer, HttpClient};
 use crate::settings::Settings;
 use crate::{DnsError, DnsProvider, ProviderConfig, ProviderKind, SettingError, TxtRecord};
 
+/// Writes of one change before giving up when other writers keep undoing it.
+const WRITE_TRIES: u32 = 5;
+/// Tries of one change when the server fails on its side.
+const SERVER_ERROR_TRIES: u32 = 4;
 const PROVIDER: &str = "pdns";
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -211,31 +215,66 @@ impl PowerDns {
             &record.fqdn,
         )
         .await;
-        let mut records = self.current(&zone, &record.fqdn).await?;
-        let present = records
-            .iter()
-            .any(|existing| txt_value(&existing.content) == record.value);
-        if present == add {
-            return Ok(());
+        // The API replaces whole sets and has no conditional write: another
+        // process writing the same name between our read and our write can
+        // undo our change. Read back, and write again until it holds.
+        for attempt in 0..=WRITE_TRIES {
+            let mut records = self.current(&zone, &record.fqdn).await?;
+            let present = records
+                .iter()
+                .any(|existing| txt_value(&existing.content) == record.value);
+            if present == add {
+                return Ok(());
+            }
+            if attempt == WRITE_TRIES {
+                break;
+            }
+            if attempt > 0 {
+                tracing::debug!(provider = PROVIDER, fqdn = %record.fqdn, attempt, "another writer changed the set; writing again");
+                tokio::time::sleep(std::time::Duration::from_millis(25 * u64::from(attempt))).await;
+            }
+            if add {
+                records.push(ApiRecord {
+                    content: quote(&record.value),
+                    disabled: false,
+                });
+            } else {
+                records.retain(|existing| txt_value(&existing.content) != record.value);
+            }
+            self.write(&zone, &record.fqdn, &records).await?;
+            tracing::debug!(
+                provider = PROVIDER,
+                zone = %zone.name,
+                fqdn = %record.fqdn,
+                change = if add { "add" } else { "remove" },
+                values = records.len(),
+                "txt rrset written"
+            );
         }
-        if add {
-            records.push(ApiRecord {
-                content: quote(&record.value),
-                disabled: false,
-            });
-        } else {
-            records.retain(|existing| txt_value(&existing.content) != record.value);
+        Err(DnsError::Unavailable {
+            provider: PROVIDER,
+            detail: format!(
+                "the TXT set at {} kept changing under other writers; {WRITE_TRIES} writes did not hold",
+                record.fqdn
+            ),
+        })
+    }
+
+    /// [`change`](Self::change), tried again after a short pause when the
+    /// server failed on its side: PowerDNS on SQLite answers 500 ("database is
+    /// locked") to concurrent writes to one zone.
+    async fn change_with_retries(&self, record: &TxtRecord, add: bool) -> Result<(), DnsError> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self.change(record, add).await {
+                Err(error) if error.is_transient() && tries < SERVER_ERROR_TRIES => {
+                    tracing::debug!(provider = PROVIDER, fqdn = %record.fqdn, %error, tries, "trying the change again");
+                    tokio::time::sleep(Duration::from_millis(100 << tries)).await;
+                }
+                other => return other,
+            }
         }
-        self.write(&zone, &record.fqdn, &records).await?;
-        tracing::debug!(
-            provider = PROVIDER,
-            zone = %zone.name,
-            fqdn = %record.fqdn,
-            change = if add { "add" } else { "remove" },
-            values = records.len(),
-            "txt rrset written"
-        );
-        Ok(())
     }
 
     /// One API request; a non-2xx answer becomes the matching error.
@@ -282,11 +321,11 @@ impl DnsProvider for PowerDns {
     }
 
     async fn present(&self, record: &TxtRecord) -> Result<(), DnsError> {
-        self.change(record, true).await
+        self.change_with_retries(record, true).await
     }
 
     async fn cleanup(&self, record: &TxtRecord) -> Result<(), DnsError> {
-        self.change(record, false).await
+        self.change_with_retries(record, false).await
     }
 }
 

@@ -224,36 +224,35 @@ impl Route53 {
     }
 }
 
-#[async_trait::async_trait]
-impl DnsProvider for Route53 {
-    fn kind(&self) -> ProviderKind {
-        ProviderKind::Route53
-    }
+/// Writes of one change before giving up when other writers keep undoing it.
+const WRITE_TRIES: u32 = 5;
 
-    async fn present(&self, record: &TxtRecord) -> Result<(), DnsError> {
-        let zone_id = self.zone_id(record).await?;
+impl Route53 {
+    /// Adds the value unless it is there; whether a change was made.
+    async fn add_once(&self, zone_id: &str, record: &TxtRecord) -> Result<bool, DnsError> {
         let change = {
             let _guard = super::locks::lock_name(&format!("route53 {zone_id}"), &record.fqdn).await;
-            let current = self.read_set(&zone_id, &record.fqdn).await?;
+            let current = self.read_set(zone_id, &record.fqdn).await?;
             let mut values = current.as_ref().map(raw_values).unwrap_or_default();
             if values.iter().any(|value| unquote(value) == record.value) {
-                return Ok(());
+                return Ok(false);
             }
             values.push(quote(&record.value));
             let set = self.txt_set(&record.fqdn, self.ttl, &values)?;
-            self.submit(&zone_id, &record.fqdn, ChangeAction::Upsert, set)
+            self.submit(zone_id, &record.fqdn, ChangeAction::Upsert, set)
                 .await?
         };
         tracing::debug!(fqdn = %record.fqdn, zone_id, "route53 TXT value added");
-        self.wait_in_sync(change).await
+        self.wait_in_sync(change).await?;
+        Ok(true)
     }
 
-    async fn cleanup(&self, record: &TxtRecord) -> Result<(), DnsError> {
-        let zone_id = self.zone_id(record).await?;
+    /// Removes the value if it is there; whether a change was made.
+    async fn remove_once(&self, zone_id: &str, record: &TxtRecord) -> Result<bool, DnsError> {
         let change = {
             let _guard = super::locks::lock_name(&format!("route53 {zone_id}"), &record.fqdn).await;
-            let Some(current) = self.read_set(&zone_id, &record.fqdn).await? else {
-                return Ok(());
+            let Some(current) = self.read_set(zone_id, &record.fqdn).await? else {
+                return Ok(false);
             };
             let values = raw_values(&current);
             let rest: Vec<String> = values
@@ -262,21 +261,67 @@ impl DnsProvider for Route53 {
                 .cloned()
                 .collect();
             if rest.len() == values.len() {
-                return Ok(());
+                return Ok(false);
             }
             if rest.is_empty() {
                 // A DELETE must name the set exactly as it is, TTL included.
-                self.submit(&zone_id, &record.fqdn, ChangeAction::Delete, current)
+                self.submit(zone_id, &record.fqdn, ChangeAction::Delete, current)
                     .await?
             } else {
                 let ttl = current.ttl().unwrap_or(self.ttl);
                 let set = self.txt_set(&record.fqdn, ttl, &rest)?;
-                self.submit(&zone_id, &record.fqdn, ChangeAction::Upsert, set)
+                self.submit(zone_id, &record.fqdn, ChangeAction::Upsert, set)
                     .await?
             }
         };
         tracing::debug!(fqdn = %record.fqdn, zone_id, "route53 TXT value removed");
-        self.wait_in_sync(change).await
+        self.wait_in_sync(change).await?;
+        Ok(true)
+    }
+}
+
+/// Repeats `once` until it finds nothing to change: an UPSERT replaces the
+/// whole set, so another process writing the same name between our read and
+/// our write can undo our change; reading back shows it.
+async fn until_it_holds<F, Fut>(fqdn: &str, mut once: F) -> Result<(), DnsError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool, DnsError>>,
+{
+    for attempt in 0..=WRITE_TRIES {
+        if !once().await? {
+            return Ok(());
+        }
+        if attempt > 0 {
+            tracing::debug!(
+                fqdn,
+                attempt,
+                "another writer changed the set; writing again"
+            );
+        }
+    }
+    Err(DnsError::Unavailable {
+        provider: "route53",
+        detail: format!(
+            "the TXT set at {fqdn} kept changing under other writers; {WRITE_TRIES} writes did not hold"
+        ),
+    })
+}
+
+#[async_trait::async_trait]
+impl DnsProvider for Route53 {
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::Route53
+    }
+
+    async fn present(&self, record: &TxtRecord) -> Result<(), DnsError> {
+        let zone_id = self.zone_id(record).await?;
+        until_it_holds(&record.fqdn, || self.add_once(&zone_id, record)).await
+    }
+
+    async fn cleanup(&self, record: &TxtRecord) -> Result<(), DnsError> {
+        let zone_id = self.zone_id(record).await?;
+        until_it_holds(&record.fqdn, || self.remove_once(&zone_id, record)).await
     }
 }
 

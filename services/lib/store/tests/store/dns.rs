@@ -14,6 +14,7 @@ fn provider(organization_id: &str, name: &str) -> DnsProviderRow {
         name: name.to_owned(),
         kind: "rfc2136".to_owned(),
         settings: r#"{"server":"192.0.2.53"}"#.to_owned(),
+        secret_names: "tsig_secret".to_owned(),
         secrets_sealed: Some(vec![1, 2, 3]),
         created_at: NOW,
         updated_at: NOW,
@@ -54,6 +55,7 @@ async fn dns_providers(store: &Store) -> anyhow::Result<()> {
         .expect("by name");
     assert_eq!(by_name.id, bind.id);
     assert_eq!(by_name.secrets_sealed, Some(vec![1, 2, 3]));
+    assert_eq!(by_name.secret_names, "tsig_secret");
     assert!(store.find_dns_provider(org, &bind.id).await?.is_some());
     assert!(
         store
