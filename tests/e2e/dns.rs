@@ -102,6 +102,22 @@ async fn wildcard_two_zone_and_delegated_certificates_through_rfc2136() {
         rfc2136_settings(&bind, bind.tsig_key_name(), &secret),
     )
     .await;
+    // A zone setting that is not a zone is refused, naming the setting.
+    let mut misnamed = rfc2136_settings(&bind, bind.tsig_key_name(), &secret);
+    misnamed.insert("zone".to_owned(), "www.wild.test".to_owned());
+    let refused = providers
+        .create_dns_provider(pb::CreateDnsProviderRequest {
+            name: "misnamed".to_owned(),
+            kind: "rfc2136".to_owned(),
+            settings: misnamed,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        refused.message(),
+        "settings.zone: \"www.wild.test\" is not a DNS zone (the zone holding it is wild.test)"
+    );
     // The provider test writes a probe, sees it on BIND, removes it.
     let probe = providers
         .test_dns_provider(pb::TestDnsProviderRequest {

@@ -74,6 +74,7 @@ impl DnsProviderApi {
         let kind = ProviderKind::parse("kind", &request.kind)?;
         let values: BTreeMap<String, String> = request.settings.into_iter().collect();
         let config = ProviderConfig::parse(kind, values, &self.state.dns.policy)?;
+        self.check_zone(&config).await?;
         let (plain, secret) = config.split();
         drop(config);
 
@@ -138,6 +139,34 @@ impl DnsProviderApi {
             "dns provider created"
         );
         provider_to_proto(&created, secret_names)
+    }
+
+    /// A `zone` setting must name a zone: the resolver must find its SOA
+    /// record at exactly that name. Skipped when the propagation check is off
+    /// (the zone may not be visible from here), and when the resolver cannot
+    /// be asked (logged; the provider test and the first issuance will tell).
+    async fn check_zone(&self, config: &ProviderConfig) -> Result<(), ApiError> {
+        let Some(zone) = &config.zone else {
+            return Ok(());
+        };
+        if !config.propagation_check {
+            return Ok(());
+        }
+        let lookup = DnsLookup::new(self.state.dns.lookup.clone());
+        let problem = match lookup.find_zone(zone).await {
+            Ok(Some(found)) if found == *zone => return Ok(()),
+            Ok(Some(found)) => format!("is not a DNS zone (the zone holding it is {found})"),
+            Ok(None) => "is not a DNS zone the resolver knows (no SOA record)".to_owned(),
+            Err(error) => {
+                tracing::warn!(%zone, %error, "cannot check the zone setting of a new dns provider");
+                return Ok(());
+            }
+        };
+        Err(ApiError::InvalidSetting(SettingError::new(
+            "settings.zone",
+            zone,
+            problem,
+        )))
     }
 
     /// The provider `id_or_name` of the caller's organization.
