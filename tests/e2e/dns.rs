@@ -288,6 +288,87 @@ async fn wildcard_and_apex_through_the_powerdns_api() {
     assert!(left.is_empty(), "left in PowerDNS: {left:?}");
 }
 
+/// A clean-up that fails after a successful issuance leaves the values in
+/// the zone; the scheduler queues their removal 10 minutes later (on the
+/// test's clock) and the issuer removes them. The provider is an operator's
+/// program (`exec`) that writes to BIND with `nsupdate` and refuses clean-ups
+/// while a flag file exists.
+#[tokio::test(flavor = "multi_thread")]
+async fn values_a_failed_clean_up_left_are_removed_later() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let bind = bind().await;
+    let scratch = tempfile::tempdir().unwrap();
+    let flag = scratch.path().join("no-clean-up");
+    let hook = scratch.path().join("dns-hook.sh");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\n\
+             set -e\n\
+             if [ \"$1\" = cleanup ] && [ -e {flag} ]; then echo 'clean-up is switched off' >&2; exit 1; fi\n\
+             if [ \"$1\" = present ]; then op=\"add $2 60\"; else op=\"delete $2\"; fi\n\
+             printf 'server {ip} {port}\\nzone %s\\nupdate %s TXT \"%s\"\\nsend\\n' \"$CERTFLEET_DNS_ZONE\" \"$op\" \"$3\" \\\n\
+               | nsupdate -y hmac-sha256:{key}:{secret}\n",
+            flag = flag.display(),
+            ip = bind.addr().ip(),
+            port = bind.addr().port(),
+            key = bind.tsig_key_name(),
+            secret = bind.tsig_secret_base64(),
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let allowed = hook.clone();
+    let resolver = bind.addr();
+    let env = TestEnv::start_with(pebble_on(resolver).await, move |config| {
+        use_dns(config, resolver);
+        config.dns.policy.exec_programs = vec![allowed];
+    })
+    .await
+    .unwrap();
+    let (write, _) = organization(env.grpc, &env.admin_token, "hook").await;
+    let mut providers = dns_providers(env.grpc, &write).await;
+    let program = hook.display().to_string();
+    let server = resolver.to_string();
+    add_provider(
+        &mut providers,
+        "hook",
+        "exec",
+        settings(&[("program", &program), ("nameservers", &server)]),
+    )
+    .await;
+
+    std::fs::write(&flag, b"").unwrap();
+    let name = "_acme-challenge.hook.wild.test";
+    let valid = issue(
+        &env,
+        &write,
+        &["*.hook.wild.test", "hook.wild.test"],
+        "hook",
+    )
+    .await;
+    assert_eq!(
+        bind.txt_values(name).await.unwrap().len(),
+        2,
+        "the failed clean-up left both values"
+    );
+
+    std::fs::remove_file(&flag).unwrap();
+    env.clock.advance(Duration::from_secs(11 * 60));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !bind.acme_challenge_records().await.unwrap().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still in BIND: {:?}",
+            bind.acme_challenge_records().await.unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    all_values_removed(&env, &valid).await;
+    env.stop().await;
+}
+
 /// Certificates whose challenges share a name (`x.pdns.test` and
 /// `*.x.pdns.test`) issued at once through providers that do not share an
 /// in-process lock (the same PowerDNS under two URLs, as two workers would

@@ -11,6 +11,10 @@ use certfleet_store::{Effects, Store, StoreError};
 
 /// Certificates handled per pass and query.
 const BATCH: i64 = 500;
+/// DNS-01 values left in DNS by a settled certificate's last attempt (its
+/// clean-up failed) are queued for removal this long after they were last
+/// touched, and again this long after each try.
+const DNS_CLEANUP_AFTER: Duration = Duration::from_secs(600);
 /// The lease that makes one scheduler the active one.
 const LEADER_LEASE_NAME: &str = "scheduler";
 /// How long the active scheduler's lease lasts without renewal.
@@ -58,6 +62,8 @@ pub struct PassReport {
     pub requeued: usize,
     /// Certificates whose current version ran out.
     pub expired: usize,
+    /// Settled certificates whose left DNS-01 values were queued for removal.
+    pub dns_cleanups: usize,
 }
 
 impl Scheduler {
@@ -198,11 +204,27 @@ impl Scheduler {
                 report.requeued += 1;
             }
         }
+        let quiet_before = now - DNS_CLEANUP_AFTER.as_millis() as i64;
+        for (organization_id, certificate_id) in self
+            .store
+            .dns_leftovers_due(now, quiet_before, BATCH)
+            .await?
+        {
+            let effects = Effects {
+                outbox: vec![Job::issue(&organization_id, &certificate_id).to_outbox(now)],
+                audit: Vec::new(),
+            };
+            self.store
+                .queue_dns_cleanup(&organization_id, &certificate_id, now, effects)
+                .await?;
+            report.dns_cleanups += 1;
+        }
         if report != PassReport::default() {
             tracing::info!(
                 renewals = report.renewals,
                 requeued = report.requeued,
                 expired = report.expired,
+                dns_cleanups = report.dns_cleanups,
                 "scheduler pass"
             );
             self.relay.wake();

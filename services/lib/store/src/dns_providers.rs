@@ -6,6 +6,9 @@ use diesel_async::RunQueryDsl;
 
 use crate::models::{AcmeChallenge, DnsProviderRow, Effects};
 use crate::schema::{acme_challenges, certificates, dns_providers};
+
+/// Statuses of a certificate an issuer is (or will be) working on.
+const IN_FLIGHT: [&str; 3] = ["pending", "issuing", "renewing"];
 use crate::{Store, StoreError, transaction, with_conn, write_effects};
 
 impl Store {
@@ -108,7 +111,7 @@ impl Store {
                 .await?;
             if users > 0 {
                 return Err(StoreError::InUse(format!(
-                    "{users} active certificate(s) use this DNS provider; delete or change them first"
+                    "{users} active certificate(s) use this DNS provider; delete them first"
                 )));
             }
             let deleted = diesel::update(dns_providers::table)
@@ -170,6 +173,70 @@ impl Store {
                 ))
                 .execute(conn)
                 .await?;
+            Ok(())
+        })
+    }
+
+    /// Certificates nobody works on (not pending, issuing or renewing, not
+    /// leased, not deleted) with DNS-01 values still in DNS: the clean-up
+    /// after their last attempt failed. Only values last touched at or before
+    /// `quiet_before_ms`, so the same certificate is not queued on every pass.
+    pub async fn dns_leftovers_due(
+        &self,
+        now_ms: i64,
+        quiet_before_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        with_conn!(self, |conn| {
+            let candidates: Vec<String> = acme_challenges::table
+                .filter(acme_challenges::challenge_type.eq("dns-01"))
+                .filter(acme_challenges::dns_record_name.is_not_null())
+                .filter(acme_challenges::dns_cleaned_at.is_null())
+                .filter(acme_challenges::updated_at.le(quiet_before_ms))
+                .select(acme_challenges::certificate_id)
+                .distinct()
+                .limit(limit.saturating_mul(4))
+                .load(conn)
+                .await?;
+            if candidates.is_empty() {
+                return Ok(Vec::new());
+            }
+            Ok(certificates::table
+                .filter(certificates::id.eq_any(&candidates))
+                .filter(certificates::deleted_at.is_null())
+                .filter(certificates::status.ne_all(IN_FLIGHT))
+                .filter(
+                    certificates::lease_until
+                        .is_null()
+                        .or(certificates::lease_until.lt(now_ms)),
+                )
+                .limit(limit)
+                .select((certificates::organization_id, certificates::id))
+                .load(conn)
+                .await?)
+        })
+    }
+
+    /// Queues the clean-up of a certificate's left DNS-01 values: writes
+    /// `effects` (its job) and marks the values touched now, so the next
+    /// [`dns_leftovers_due`](Self::dns_leftovers_due) skips them for a while.
+    pub async fn queue_dns_cleanup(
+        &self,
+        organization_id: &str,
+        certificate_id: &str,
+        now_ms: i64,
+        effects: Effects,
+    ) -> Result<(), StoreError> {
+        transaction!(self, |conn| {
+            diesel::update(acme_challenges::table)
+                .filter(acme_challenges::organization_id.eq(organization_id))
+                .filter(acme_challenges::certificate_id.eq(certificate_id))
+                .filter(acme_challenges::challenge_type.eq("dns-01"))
+                .filter(acme_challenges::dns_cleaned_at.is_null())
+                .set(acme_challenges::updated_at.eq(now_ms))
+                .execute(conn)
+                .await?;
+            write_effects!(conn, effects);
             Ok(())
         })
     }

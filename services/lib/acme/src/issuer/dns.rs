@@ -213,7 +213,7 @@ impl Issuer {
                     cleaned.push(row.id);
                 }
                 Err(error) => {
-                    tracing::warn!(certificate_id = %certificate.id, record = %record.fqdn, %error, "cannot remove the dns-01 value; the next attempt tries again");
+                    tracing::warn!(certificate_id = %certificate.id, record = %record.fqdn, value = %record.value, %error, "cannot remove the dns-01 value; the next attempt tries again");
                 }
             }
         }
@@ -279,6 +279,32 @@ impl Issuer {
             tracing::warn!(%error, record = %fqdn, "cannot release the write lease; it runs out by itself");
         }
         result
+    }
+
+    /// Removes what a settled certificate's last attempt left in DNS (its
+    /// clean-up failed then); the scheduler queues it. Failures are logged and
+    /// the scheduler queues it again later.
+    pub(super) async fn clean_settled_dns(&self, certificate: &Certificate) {
+        let left = match self
+            .store
+            .dns_records_to_clean(&certificate.organization_id, &certificate.id)
+            .await
+        {
+            Ok(left) => left,
+            Err(error) => {
+                tracing::warn!(certificate_id = %certificate.id, %error, "cannot list the dns-01 values to remove");
+                return;
+            }
+        };
+        if left.is_empty() {
+            return;
+        }
+        match self.dns_solver(certificate).await {
+            Ok(solver) => self.clean_dns_records(certificate, &solver).await,
+            Err(error) => {
+                tracing::warn!(certificate_id = %certificate.id, %error, "cannot remove the dns-01 values left by the last attempt");
+            }
+        }
     }
 
     async fn cleanup_with_retries(

@@ -170,7 +170,11 @@ impl Issuer {
             certificate.status.as_str(),
             "pending" | "issuing" | "renewing"
         ) {
-            // Already done (a repeated job): nothing to do.
+            // Already done (a repeated job), or queued by the scheduler to
+            // remove DNS-01 values the last attempt could not.
+            if certificate.challenge_type == "dns-01" {
+                self.clean_settled_dns(&certificate).await;
+            }
             self.store
                 .release_certificate_lease(organization_id, certificate_id, &self.owner)
                 .await?;

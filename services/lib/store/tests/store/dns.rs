@@ -3,9 +3,13 @@
 
 use certfleet_store::{AcmeChallenge, DnsProviderRow, Effects, Store, StoreError, new_id};
 
-use crate::support::{NOW, SECOND, certificate, organization, stored};
+use crate::support::{NOW, SECOND, certificate, issue, organization, stored};
 
-on_both_backends!(dns_providers, dns_records_to_clean);
+on_both_backends!(
+    dns_providers,
+    dns_records_to_clean,
+    dns_leftovers_of_settled_certificates
+);
 
 fn provider(organization_id: &str, name: &str) -> DnsProviderRow {
     DnsProviderRow {
@@ -183,5 +187,70 @@ async fn dns_records_to_clean(store: &Store) -> anyhow::Result<()> {
         .collect();
     assert_eq!(left.len(), 2, "{values:?}");
     assert!(values.contains(&"apex-value-2".to_owned()), "{values:?}");
+    Ok(())
+}
+
+/// Values left by the last attempt of a certificate nobody works on are
+/// found once they have been quiet long enough, and queuing their removal
+/// makes them quiet again; certificates in flight or leased are left alone.
+async fn dns_leftovers_of_settled_certificates(store: &Store) -> anyhow::Result<()> {
+    let acme = organization(store, "acme").await?;
+    let org = acme.id.as_str();
+    let settled = stored(store, certificate(org, &["settled.acme.example"], NOW)).await?;
+    issue(
+        store,
+        &settled,
+        "w",
+        NOW + 90 * 86_400_000,
+        NOW + 60 * 86_400_000,
+    )
+    .await?;
+    let in_flight = stored(store, certificate(org, &["flight.acme.example"], NOW)).await?;
+    store
+        .upsert_challenge(dns_challenge(
+            &settled,
+            "https://ca.example/authz/s",
+            "left",
+        ))
+        .await?;
+    store
+        .upsert_challenge(dns_challenge(
+            &in_flight,
+            "https://ca.example/authz/f",
+            "busy",
+        ))
+        .await?;
+
+    let later = NOW + 600 * SECOND;
+    // Not quiet long enough yet.
+    assert!(
+        store
+            .dns_leftovers_due(later, NOW - 1, 10)
+            .await?
+            .is_empty()
+    );
+    let due = store.dns_leftovers_due(later, NOW, 10).await?;
+    assert_eq!(due, vec![(org.to_owned(), settled.id.clone())]);
+
+    store
+        .queue_dns_cleanup(org, &settled.id, later, Effects::default())
+        .await?;
+    assert!(store.dns_leftovers_due(later, NOW, 10).await?.is_empty());
+    assert_eq!(store.dns_leftovers_due(later, later, 10).await?.len(), 1);
+
+    // Leased: left to its worker.
+    store
+        .acquire_certificate_lease(org, &settled.id, "w", later, later + 30 * SECOND)
+        .await?;
+    assert!(store.dns_leftovers_due(later, later, 10).await?.is_empty());
+    store
+        .release_certificate_lease(org, &settled.id, "w")
+        .await?;
+
+    // Removed: nothing due.
+    let left = store.dns_records_to_clean(org, &settled.id).await?;
+    let ids: Vec<String> = left.into_iter().map(|row| row.id).collect();
+    store.mark_dns_cleaned(org, &ids, later).await?;
+    assert!(store.dns_leftovers_due(later, later, 10).await?.is_empty());
     Ok(())
 }
