@@ -11,12 +11,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use tokio::process::Child;
 
-use self::daemon::{
-    StartFailure, dig, find_program, random_base64, runs_as_root, server_command, spawn,
-    txt_values, write,
-};
+use self::daemon::{StartFailure, dig, find_program, random_base64, runs_as_root, txt_values};
 use crate::free_port;
-use crate::process::log_tail;
+use crate::process::{child_command, log_tail, spawn_logged, write_file};
 
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 const START_ATTEMPTS: usize = 3;
@@ -127,21 +124,21 @@ impl Bind {
         let update_secret = random_base64();
         let denied_secret = random_base64();
         let config = named_conf(dir, port, zones, &update_secret, &denied_secret);
-        write(&dir.join("named.conf"), &config)?;
-        write(&dir.join("root.zone"), ROOT_ZONE)?;
+        write_file(&dir.join("named.conf"), &config)?;
+        write_file(&dir.join("root.zone"), ROOT_ZONE)?;
         for zone in zones {
-            write(&dir.join(format!("{}.zone", zone.name)), &zone.zone_file())?;
+            write_file(&dir.join(format!("{}.zone", zone.name)), &zone.zone_file())?;
         }
         let as_nobody = runs_as_root(dir);
         if as_nobody {
             // named writes its journals next to the zone files.
             give_to_nobody(dir)?;
         }
-        let mut command = server_command(named, as_nobody);
+        let mut command = child_command(named, as_nobody);
         command
             .args(["-g", "-n", "1", "-c"])
             .arg(dir.join("named.conf"));
-        let child = spawn(command, dir, "named")?;
+        let child = spawn_logged(command, dir, "named")?;
         let mut bind = Bind {
             named: child,
             state_dir,

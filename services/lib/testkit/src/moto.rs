@@ -8,10 +8,10 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 use crate::free_port;
-use crate::process::{CurlResponse, curl, find_on_path, log_tail, require_program};
+use crate::process::{CurlResponse, child_command, curl, log_tail, require_program};
 
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 const START_ATTEMPTS: usize = 3;
@@ -55,7 +55,7 @@ impl Moto {
             .with_context(|| format!("creating {}", log_path.display()))?;
         let log_for_stderr = log.try_clone().context("opening the moto log twice")?;
         let port = free_port();
-        let child = child_command(program)
+        let child = child_command(program, false)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .current_dir(log_dir.path())
             .stdin(Stdio::null())
@@ -240,18 +240,6 @@ fn unescape(text: &str) -> String {
         .replace("&lt;", "<")
         .replace("&gt;", ">")
         .replace("&amp;", "&")
-}
-
-/// A command that also dies when this process does (see `pebble.rs`).
-fn child_command(program: &Path) -> Command {
-    match find_on_path("setpriv") {
-        Some(setpriv) => {
-            let mut command = Command::new(setpriv);
-            command.args(["--pdeathsig", "KILL", "--"]).arg(program);
-            command
-        }
-        None => Command::new(program),
-    }
 }
 
 #[cfg(test)]

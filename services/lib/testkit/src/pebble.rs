@@ -3,15 +3,14 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 use crate::free_port;
 use crate::listener::ListenerCertificates;
-use crate::process::{curl, find_on_path, log_tail, require_program};
+use crate::process::{child_command, curl, log_tail, require_program, spawn_logged, write_file};
 
 mod management;
 
@@ -146,9 +145,9 @@ impl Pebble {
             .tempdir()
             .context("creating the pebble state directory")?;
         let dir = state_dir.path();
-        write(&dir.join("ca.pem"), &certificates.ca_pem)?;
-        write(&dir.join("listener.pem"), &certificates.certificate_pem)?;
-        write(&dir.join("listener-key.pem"), &certificates.private_key_pem)?;
+        write_file(&dir.join("ca.pem"), &certificates.ca_pem)?;
+        write_file(&dir.join("listener.pem"), &certificates.certificate_pem)?;
+        write_file(&dir.join("listener-key.pem"), &certificates.private_key_pem)?;
 
         let ports = Ports::pick(options.http01_port);
         let config = serde_json::json!({
@@ -164,9 +163,9 @@ impl Pebble {
             }
         });
         let config_path = dir.join("pebble-config.json");
-        write(&config_path, &config.to_string())?;
+        write_file(&config_path, &config.to_string())?;
 
-        let mut challtestsrv = child_command(challtestsrv_program);
+        let mut challtestsrv = child_command(challtestsrv_program, false);
         challtestsrv
             .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
             .args(["-dns01", &format!("127.0.0.1:{}", ports.dns)])
@@ -175,9 +174,9 @@ impl Pebble {
                 "-management",
                 &format!("127.0.0.1:{}", ports.challtestsrv_management),
             ]);
-        let challtestsrv = spawn(challtestsrv, dir, "challtestsrv")?;
+        let challtestsrv = spawn_logged(challtestsrv, dir, "challtestsrv")?;
 
-        let mut pebble = child_command(pebble_program);
+        let mut pebble = child_command(pebble_program, false);
         pebble
             .arg("-config")
             .arg(&config_path)
@@ -203,7 +202,7 @@ impl Pebble {
         } else {
             pebble.env_remove("PEBBLE_VA_NOSLEEP");
         }
-        let pebble = spawn(pebble, dir, "pebble")?;
+        let pebble = spawn_logged(pebble, dir, "pebble")?;
 
         let mut running = Pebble {
             pebble,
@@ -332,42 +331,6 @@ impl Pebble {
             log_tail(&dir.join("challtestsrv.log"), LOG_TAIL_LINES)
         )
     }
-}
-
-fn write(path: &Path, contents: &str) -> anyhow::Result<()> {
-    std::fs::write(path, contents).with_context(|| format!("writing {}", path.display()))
-}
-
-/// A command for `program` that also dies when this process does, even when
-/// it is killed without unwinding (a nextest timeout): util-linux `setpriv
-/// --pdeathsig` where available. The signal follows the spawning thread, which
-/// is a runtime thread that outlives any `Pebble` it starts.
-fn child_command(program: &Path) -> Command {
-    match find_on_path("setpriv") {
-        Some(setpriv) => {
-            let mut command = Command::new(setpriv);
-            command.args(["--pdeathsig", "KILL", "--"]).arg(program);
-            command
-        }
-        None => Command::new(program),
-    }
-}
-
-fn spawn(mut command: Command, dir: &Path, name: &str) -> anyhow::Result<Child> {
-    let log_path = dir.join(format!("{name}.log"));
-    let log = std::fs::File::create(&log_path)
-        .with_context(|| format!("creating {}", log_path.display()))?;
-    let log_for_stderr = log
-        .try_clone()
-        .with_context(|| format!("opening {} twice", log_path.display()))?;
-    command
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(log))
-        .stderr(Stdio::from(log_for_stderr))
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("spawning {name}"))
 }
 
 async fn port_open(port: u16) -> bool {

@@ -9,11 +9,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use tokio::process::{Child, Command};
 
-use crate::bind::daemon::{
-    StartFailure, find_program, random_base64, server_command, spawn, write,
-};
+use crate::bind::daemon::{StartFailure, find_program, random_base64};
 use crate::free_port;
-use crate::process::{curl, log_tail};
+use crate::process::{child_command, curl, log_tail, spawn_logged, write_file};
 
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 const START_ATTEMPTS: usize = 3;
@@ -80,11 +78,11 @@ impl PowerDns {
         let dns_port = free_port();
         let api_port = free_port();
         let api_key = random_base64();
-        write(
+        write_file(
             &dir.join("pdns.conf"),
             &pdns_conf(dir, dns_port, api_port, &api_key),
         )?;
-        let mut command = server_command(program, false);
+        let mut command = child_command(program, false);
         command
             .arg(format!("--config-dir={}", dir.display()))
             .args([
@@ -93,7 +91,7 @@ impl PowerDns {
                 "--disable-syslog",
                 "--write-pid=no",
             ]);
-        let pdns = spawn(command, dir, "pdns")?;
+        let pdns = spawn_logged(command, dir, "pdns")?;
         let mut running = PowerDns {
             pdns,
             state_dir,

@@ -1,9 +1,12 @@
-//! Finding the external programs the testkit drives, and running `curl`.
+//! Finding the external programs the testkit drives, starting them so they
+//! die with the test, and running `curl`.
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 
 use anyhow::{Context as _, bail};
+use tokio::process::{Child, Command};
 
 const INSTALL_HINT: &str = "run deploy/local/install-deps.sh";
 
@@ -116,6 +119,47 @@ pub(crate) fn log_tail(path: &Path, lines: usize) -> String {
         }
         Err(error) => format!("(cannot read {}: {error})", path.display()),
     }
+}
+
+/// A command for `program` that also dies when this process does, even when
+/// it is killed without unwinding (a nextest timeout): util-linux `setpriv
+/// --pdeathsig` where available. The signal follows the spawning thread, a
+/// runtime thread that outlives the server it starts. With `as_nobody` (and
+/// setpriv) it runs as nobody:nogroup.
+pub(crate) fn child_command(program: &Path, as_nobody: bool) -> Command {
+    let Some(setpriv) = find_on_path("setpriv") else {
+        return Command::new(program);
+    };
+    let mut command = Command::new(setpriv);
+    command.args(["--pdeathsig", "KILL"]);
+    if as_nobody {
+        command.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"]);
+    }
+    command.arg("--").arg(program);
+    command
+}
+
+/// Spawns `command` in `dir`, output to `dir/NAME.log`, killed on drop.
+pub(crate) fn spawn_logged(mut command: Command, dir: &Path, name: &str) -> anyhow::Result<Child> {
+    let log_path = dir.join(format!("{name}.log"));
+    let log = std::fs::File::create(&log_path)
+        .with_context(|| format!("creating {}", log_path.display()))?;
+    let log_for_stderr = log
+        .try_clone()
+        .with_context(|| format!("opening {} twice", log_path.display()))?;
+    command
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log))
+        .stderr(Stdio::from(log_for_stderr))
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("spawning {name}"))
+}
+
+/// Writes a file, naming it in the error.
+pub(crate) fn write_file(path: &Path, contents: &str) -> anyhow::Result<()> {
+    std::fs::write(path, contents).with_context(|| format!("writing {}", path.display()))
 }
 
 #[cfg(test)]

@@ -9,9 +9,10 @@ use std::time::Duration;
 use certfleet_dns::{DnsLookup, DnsSolver, ProviderConfig, TxtRecord};
 use certfleet_store::{AcmeChallenge, Certificate, new_id};
 use certfleet_vault::EncryptionContext;
-use instant_acme::{AuthorizationStatus, ChallengeType, Order};
+use instant_acme::{ChallengeType, Order};
 
 use super::Issuer;
+use super::order::needs_answer;
 use crate::AcmeError;
 use crate::accounts::acme_call;
 
@@ -92,17 +93,9 @@ impl Issuer {
         while let Some(authorization) = authorizations.next().await {
             let mut authorization = authorization
                 .map_err(|error| AcmeError::problem("reading an authorization", timeout, error))?;
-            let name = authorization.identifier().to_string();
-            match authorization.status {
-                AuthorizationStatus::Pending => {}
-                AuthorizationStatus::Valid => continue,
-                other => {
-                    return Err(AcmeError::AuthorizationFailed {
-                        name,
-                        detail: format!("the authorization is {other:?}").to_lowercase(),
-                    });
-                }
-            }
+            let Some(name) = needs_answer(&authorization)? else {
+                continue;
+            };
             let authorization_url = authorization.url().to_owned();
             let Some(challenge) = authorization.challenge(ChallengeType::Dns01) else {
                 return Err(AcmeError::ChallengeUnavailable {

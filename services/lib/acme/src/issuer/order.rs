@@ -395,17 +395,9 @@ impl Issuer {
         while let Some(authorization) = authorizations.next().await {
             let mut authorization = authorization
                 .map_err(|error| AcmeError::problem("reading an authorization", timeout, error))?;
-            let name = authorization.identifier().to_string();
-            match authorization.status {
-                AuthorizationStatus::Pending => {}
-                AuthorizationStatus::Valid => continue,
-                other => {
-                    return Err(AcmeError::AuthorizationFailed {
-                        name,
-                        detail: format!("the authorization is {other:?}").to_lowercase(),
-                    });
-                }
-            }
+            let Some(name) = needs_answer(&authorization)? else {
+                continue;
+            };
             let authorization_url = authorization.url().to_owned();
             let Some(mut challenge) = authorization.challenge(ChallengeType::Http01) else {
                 return Err(AcmeError::ChallengeUnavailable {
@@ -469,5 +461,21 @@ impl Issuer {
             return AcmeError::AuthorizationFailed { name, detail };
         }
         AcmeError::OrderInvalid("no reason given".to_owned())
+    }
+}
+
+/// The name of an authorization that waits for its challenge to be answered;
+/// `None` when it is already valid; an error when it can no longer be.
+pub(super) fn needs_answer(
+    authorization: &instant_acme::AuthorizationHandle<'_>,
+) -> Result<Option<String>, AcmeError> {
+    let name = authorization.identifier().to_string();
+    match authorization.status {
+        AuthorizationStatus::Pending => Ok(Some(name)),
+        AuthorizationStatus::Valid => Ok(None),
+        other => Err(AcmeError::AuthorizationFailed {
+            name,
+            detail: format!("the authorization is {other:?}").to_lowercase(),
+        }),
     }
 }

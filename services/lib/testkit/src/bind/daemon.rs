@@ -3,11 +3,10 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 use anyhow::{Context as _, bail};
 use base64::Engine as _;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 use crate::process::find_on_path;
 
@@ -39,44 +38,6 @@ pub(crate) fn find_program(name: &str) -> anyhow::Result<PathBuf> {
 pub(crate) fn runs_as_root(dir: &Path) -> bool {
     use std::os::unix::fs::MetadataExt as _;
     dir.metadata().is_ok_and(|metadata| metadata.uid() == 0)
-}
-
-/// A command for a server `program` that dies with this process (`setpriv
-/// --pdeathsig`, following the spawning runtime thread), run as
-/// nobody:nogroup when `as_nobody`.
-pub(crate) fn server_command(program: &Path, as_nobody: bool) -> Command {
-    let Some(setpriv) = find_program("setpriv").ok() else {
-        return Command::new(program);
-    };
-    let mut command = Command::new(setpriv);
-    command.args(["--pdeathsig", "KILL"]);
-    if as_nobody {
-        command.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"]);
-    }
-    command.arg("--").arg(program);
-    command
-}
-
-/// Spawns `command` in `dir`, output to `dir/NAME.log`, killed on drop.
-pub(crate) fn spawn(mut command: Command, dir: &Path, name: &str) -> anyhow::Result<Child> {
-    let log_path = dir.join(format!("{name}.log"));
-    let log = std::fs::File::create(&log_path)
-        .with_context(|| format!("creating {}", log_path.display()))?;
-    let log_for_stderr = log
-        .try_clone()
-        .with_context(|| format!("opening {} twice", log_path.display()))?;
-    command
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(log))
-        .stderr(Stdio::from(log_for_stderr))
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("spawning {name}"))
-}
-
-pub(crate) fn write(path: &Path, contents: &str) -> anyhow::Result<()> {
-    std::fs::write(path, contents).with_context(|| format!("writing {}", path.display()))
 }
 
 /// 32 random bytes, base64: a TSIG secret or an API key.
