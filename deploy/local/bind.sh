@@ -16,60 +16,31 @@
 # Check a record with: dig @127.0.0.1 -p PORT TXT _acme-challenge.example.test
 set -euo pipefail
 
-usage() {
-    echo "usage: $0 start STATE_DIR [ZONE...] | stop STATE_DIR" >&2
-    exit 2
-}
+# shellcheck source-path=SCRIPTDIR
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-# Prints a port on 127.0.0.1 that nothing listens on right now (TCP and UDP).
-free_port() {
-    if command -v python3 >/dev/null 2>&1; then
-        python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-        return
-    fi
-    local port
-    while :; do
-        port=$((20000 + RANDOM % 40000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            echo "$port"
-            return
-        fi
-    done
-}
-
-# True while the process runs; a zombie counts as stopped.
-process_running() {
-    local pid=$1 state
-    kill -0 "$pid" 2>/dev/null || return 1
-    state=$(sed -n 's/^State:[[:space:]]*\([A-Z]\).*/\1/p' "/proc/$pid/status" 2>/dev/null || true)
-    [[ $state != Z ]]
-}
-
-stop_pid() {
-    local file=$1 pid
-    [[ -s $file ]] || return 0
-    pid=$(cat "$file")
-    if process_running "$pid"; then
-        kill "$pid" 2>/dev/null || true
-        for _ in $(seq 1 50); do
-            process_running "$pid" || break
-            sleep 0.1
-        done
-        if process_running "$pid"; then
-            kill -9 "$pid" 2>/dev/null || true
-        fi
-    fi
-    rm -f "$file"
-}
+USAGE="start STATE_DIR [ZONE...] | stop STATE_DIR"
 
 # Whether named answers the SOA of the first zone in STATE_DIR/env.
 answers() {
     local state=$1 server zone
-    [[ -s $state/env && -s $state/bind.pid ]] || return 1
-    process_running "$(cat "$state/bind.pid")" || return 1
+    [[ -s $state/env ]] || return 1
+    pid_alive "$state/bind.pid" || return 1
     server=$(sed -n 's/^BIND_SERVER=//p' "$state/env")
     zone=$(sed -n 's/^BIND_ZONES="\([^ "]*\).*/\1/p' "$state/env")
     [[ -n $(dig +short +time=1 +tries=1 @127.0.0.1 -p "${server##*:}" SOA "$zone" 2>/dev/null) ]]
+}
+
+# Whether named logged that it cannot listen on its port (another process
+# holds it).
+port_taken() {
+    grep -q -e 'address in use' -e 'interface ignored' -e 'unable to listen' "$1/named.log" 2>/dev/null
+}
+
+# Whether named has come up one way or the other: unable to listen, or
+# answering.
+settled() {
+    port_taken "$1" || answers "$1"
 }
 
 write_config() {
@@ -114,27 +85,15 @@ start() {
     shift
     local zones=("$@")
     [[ ${#zones[@]} -gt 0 ]] || zones=(example.test)
-    local zone
-    for zone in "${zones[@]}"; do
-        if [[ ! $zone =~ ^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$ ]]; then
-            echo "bind.sh: $zone is not a lower-case zone name" >&2
-            exit 2
-        fi
-    done
-    for bin in named dig; do
-        if ! command -v "$bin" >/dev/null 2>&1 && [[ ! -x /usr/sbin/$bin ]]; then
-            echo "bind.sh: $bin not found; run deploy/local/install-deps.sh" >&2
-            exit 1
-        fi
-    done
+    require_zone_names "${zones[@]}"
+    require_commands named dig
     local named
     named=$(command -v named || echo /usr/sbin/named)
     mkdir -p "$state"
     state=$(cd "$state" && pwd)
 
     if answers "$state"; then
-        echo "bind.sh: already running, see $state/env" >&2
-        cat "$state/env"
+        already_running "$state"
         return 0
     fi
     stop "$state"
@@ -171,21 +130,14 @@ BIND_ZONES="${zones[*]}"
 ENV
         chmod 600 "$state/env"
 
-        for _ in $(seq 1 100); do
-            if grep -q -e 'address in use' -e 'interface ignored' -e 'unable to listen' "$state/named.log" 2>/dev/null; then
-                echo "bind.sh: port $port is taken (attempt $attempt)" >&2
-                stop "$state"
-                continue 2
-            fi
-            if answers "$state"; then
-                cat "$state/env"
-                echo "bind.sh: rfc2136 provider settings: server=127.0.0.1:$port tsig_key=certfleet-update tsig_secret=(BIND_TSIG_SECRET)" >&2
-                return 0
-            fi
-            process_running "$(cat "$state/bind.pid")" || break 2
-            sleep 0.1
-        done
-        break
+        if wait_up 100 settled "$state" "$state/bind.pid" && ! port_taken "$state"; then
+            cat "$state/env"
+            echo "bind.sh: rfc2136 provider settings: server=127.0.0.1:$port tsig_key=certfleet-update tsig_secret=(BIND_TSIG_SECRET)" >&2
+            return 0
+        fi
+        port_taken "$state" || break
+        echo "bind.sh: port $port is taken (attempt $attempt)" >&2
+        stop "$state"
     done
     echo "bind.sh: named did not come up; last lines of its log:" >&2
     tail -n 20 "$state/named.log" >&2 || true
@@ -199,9 +151,4 @@ stop() {
     stop_pid "$state/bind.pid"
 }
 
-[[ $# -ge 2 ]] || usage
-case $1 in
-start) start "${@:2}" ;;
-stop) [[ $# -eq 2 ]] || usage; stop "$2" ;;
-*) usage ;;
-esac
+main "$@"

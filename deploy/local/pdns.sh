@@ -16,53 +16,12 @@
 # Check a record with: dig @127.0.0.1 -p PORT TXT _acme-challenge.example.test
 set -euo pipefail
 
+# shellcheck source-path=SCRIPTDIR
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
 SCHEMA=/usr/share/pdns-backend-sqlite3/schema/schema.sqlite3.sql
 
-usage() {
-    echo "usage: $0 start STATE_DIR [ZONE...] | stop STATE_DIR" >&2
-    exit 2
-}
-
-# Prints a port on 127.0.0.1 that nothing listens on right now.
-free_port() {
-    if command -v python3 >/dev/null 2>&1; then
-        python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-        return
-    fi
-    local port
-    while :; do
-        port=$((20000 + RANDOM % 40000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            echo "$port"
-            return
-        fi
-    done
-}
-
-# True while the process runs; a zombie counts as stopped.
-process_running() {
-    local pid=$1 state
-    kill -0 "$pid" 2>/dev/null || return 1
-    state=$(sed -n 's/^State:[[:space:]]*\([A-Z]\).*/\1/p' "/proc/$pid/status" 2>/dev/null || true)
-    [[ $state != Z ]]
-}
-
-stop_pid() {
-    local file=$1 pid
-    [[ -s $file ]] || return 0
-    pid=$(cat "$file")
-    if process_running "$pid"; then
-        kill "$pid" 2>/dev/null || true
-        for _ in $(seq 1 50); do
-            process_running "$pid" || break
-            sleep 0.1
-        done
-        if process_running "$pid"; then
-            kill -9 "$pid" 2>/dev/null || true
-        fi
-    fi
-    rm -f "$file"
-}
+USAGE="start STATE_DIR [ZONE...] | stop STATE_DIR"
 
 # Calls the API: api STATE_DIR METHOD PATH [JSON]; prints the body and then
 # the status on its own line.
@@ -77,8 +36,8 @@ api() {
 
 api_answers() {
     local state=$1
-    [[ -s $state/env && -s $state/pdns.pid ]] || return 1
-    process_running "$(cat "$state/pdns.pid")" || return 1
+    [[ -s $state/env ]] || return 1
+    pid_alive "$state/pdns.pid" || return 1
     [[ $(api "$state" GET /api/v1/servers/localhost 2>/dev/null | tail -n 1) == 200 ]]
 }
 
@@ -87,19 +46,8 @@ start() {
     shift
     local zones=("$@")
     [[ ${#zones[@]} -gt 0 ]] || zones=(example.test)
-    local zone
-    for zone in "${zones[@]}"; do
-        if [[ ! $zone =~ ^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$ ]]; then
-            echo "pdns.sh: $zone is not a lower-case zone name" >&2
-            exit 2
-        fi
-    done
-    for bin in pdns_server sqlite3 curl; do
-        if ! command -v "$bin" >/dev/null 2>&1 && [[ ! -x /usr/sbin/$bin ]]; then
-            echo "pdns.sh: $bin not found; run deploy/local/install-deps.sh" >&2
-            exit 1
-        fi
-    done
+    require_zone_names "${zones[@]}"
+    require_commands pdns_server sqlite3 curl
     if [[ ! -f $SCHEMA ]]; then
         echo "pdns.sh: $SCHEMA missing; run deploy/local/install-deps.sh (pdns-backend-sqlite3)" >&2
         exit 1
@@ -110,8 +58,7 @@ start() {
     state=$(cd "$state" && pwd)
 
     if api_answers "$state"; then
-        echo "pdns.sh: already running, see $state/env" >&2
-        cat "$state/env"
+        already_running "$state"
         return 0
     fi
     stop "$state"
@@ -149,23 +96,14 @@ ENV
         >"$state/pdns.log" 2>&1 </dev/null &
     echo $! >"$state/pdns.pid"
 
-    local up=false
-    for _ in $(seq 1 100); do
-        if api_answers "$state"; then
-            up=true
-            break
-        fi
-        process_running "$(cat "$state/pdns.pid")" || break
-        sleep 0.1
-    done
-    if ! $up; then
+    if ! wait_up 100 api_answers "$state" "$state/pdns.pid"; then
         echo "pdns.sh: pdns_server did not come up; last lines of its log:" >&2
         tail -n 20 "$state/pdns.log" >&2 || true
         stop "$state"
         exit 1
     fi
 
-    local answer
+    local answer zone
     for zone in "${zones[@]}"; do
         answer=$(api "$state" POST /api/v1/servers/localhost/zones \
             "{\"name\":\"$zone.\",\"kind\":\"Native\",\"nameservers\":[\"ns1.$zone.\"],\"soa_edit_api\":\"DEFAULT\"}")
@@ -185,9 +123,4 @@ stop() {
     stop_pid "$state/pdns.pid"
 }
 
-[[ $# -ge 2 ]] || usage
-case $1 in
-start) start "${@:2}" ;;
-stop) [[ $# -eq 2 ]] || usage; stop "$2" ;;
-*) usage ;;
-esac
+main "$@"

@@ -21,57 +21,10 @@
 # local BIND, see deploy/local/bind.sh); PEBBLE_DNS then names it.
 set -euo pipefail
 
-usage() {
-    echo "usage: $0 start STATE_DIR [HTTP01_PORT] | stop STATE_DIR" >&2
-    exit 2
-}
+# shellcheck source-path=SCRIPTDIR
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-# Prints a TCP port on 127.0.0.1 that nothing listens on right now.
-free_port() {
-    if command -v python3 >/dev/null 2>&1; then
-        python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-        return
-    fi
-    local port
-    while :; do
-        port=$((20000 + RANDOM % 40000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            echo "$port"
-            return
-        fi
-    done
-}
-
-# True while the process runs; a zombie (exited, not yet reaped by whoever
-# adopted it) counts as stopped.
-process_running() {
-    local pid=$1 state
-    kill -0 "$pid" 2>/dev/null || return 1
-    state=$(sed -n 's/^State:[[:space:]]*\([A-Z]\).*/\1/p' "/proc/$pid/status" 2>/dev/null || true)
-    [[ $state != Z ]]
-}
-
-pid_alive() {
-    local file=$1
-    [[ -s $file ]] && process_running "$(cat "$file")"
-}
-
-stop_pid() {
-    local file=$1 pid
-    [[ -s $file ]] || return 0
-    pid=$(cat "$file")
-    if process_running "$pid"; then
-        kill "$pid" 2>/dev/null || true
-        for _ in $(seq 1 50); do
-            process_running "$pid" || break
-            sleep 0.05
-        done
-        if process_running "$pid"; then
-            kill -9 "$pid" 2>/dev/null || true
-        fi
-    fi
-    rm -f "$file"
-}
+USAGE="start STATE_DIR [HTTP01_PORT] | stop STATE_DIR"
 
 directory_answers() {
     local state=$1
@@ -105,13 +58,9 @@ make_certificates() {
 }
 
 start() {
+    [[ $# -le 2 ]] || usage
     local state=$1 http01_port=${2:-}
-    for bin in pebble pebble-challtestsrv curl openssl; do
-        if ! command -v "$bin" >/dev/null 2>&1; then
-            echo "pebble.sh: $bin not found; run deploy/local/install-deps.sh" >&2
-            exit 1
-        fi
-    done
+    require_commands pebble pebble-challtestsrv curl openssl
     mkdir -p "$state"
     state=$(cd "$state" && pwd)
 
@@ -119,8 +68,7 @@ start() {
     running_http01=$(sed -n 's/^PEBBLE_HTTP01_PORT=//p' "$state/env" 2>/dev/null || true)
     if pid_alive "$state/pebble.pid" && pid_alive "$state/challtestsrv.pid" && directory_answers "$state" &&
         [[ -z $http01_port || $http01_port == 0 || $http01_port == "$running_http01" ]]; then
-        echo "pebble.sh: already running, see $state/env" >&2
-        cat "$state/env"
+        already_running "$state"
         return 0
     fi
     stop "$state"
@@ -179,16 +127,10 @@ PEBBLE_DNS=${PEBBLE_DNS_SERVER:-127.0.0.1:$dns_port}
 CHALLTESTSRV_MANAGEMENT=http://127.0.0.1:$challtestsrv_port
 ENV
 
-    for _ in $(seq 1 200); do
-        if directory_answers "$state"; then
-            cat "$state/env"
-            return 0
-        fi
-        if ! pid_alive "$state/pebble.pid" || ! pid_alive "$state/challtestsrv.pid"; then
-            break
-        fi
-        sleep 0.1
-    done
+    if wait_up 200 directory_answers "$state" "$state/pebble.pid" "$state/challtestsrv.pid"; then
+        cat "$state/env"
+        return 0
+    fi
     echo "pebble.sh: pebble did not come up; last lines of its logs:" >&2
     tail -n 20 "$state/pebble.log" "$state/challtestsrv.log" >&2 || true
     stop "$state"
@@ -198,13 +140,8 @@ ENV
 stop() {
     local state=$1
     [[ -d $state ]] || return 0
-    stop_pid "$state/pebble.pid"
-    stop_pid "$state/challtestsrv.pid"
+    stop_pid "$state/pebble.pid" 0.05
+    stop_pid "$state/challtestsrv.pid" 0.05
 }
 
-[[ $# -ge 2 ]] || usage
-case $1 in
-start) [[ $# -le 3 ]] || usage; start "$2" "${3:-}" ;;
-stop) [[ $# -eq 2 ]] || usage; stop "$2" ;;
-*) usage ;;
-esac
+main "$@"

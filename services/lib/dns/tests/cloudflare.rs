@@ -4,26 +4,18 @@
 //! by name, a refused token is final and writes nothing. Every test ends with
 //! no `_acme-challenge` record left on the server.
 
-use std::collections::BTreeMap;
+mod common;
+
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use certfleet_dns::{
-    DnsError, DnsPolicy, DnsProvider, ProviderConfig, ProviderKind, TxtRecord, providers,
-};
+use certfleet_dns::{DnsError, DnsProvider, ProviderKind, TxtRecord};
 use certfleet_testkit::FakeCloudflare;
 
-const ZONE: &str = "example.test";
-const NAME: &str = "_acme-challenge.example.test";
+use common::{NAME, ZONE, assert_nothing_left, assert_refused, build_provider, record};
 
 fn provider_with(pairs: &[(&str, &str)]) -> anyhow::Result<Arc<dyn DnsProvider>> {
-    let values: BTreeMap<String, String> = pairs
-        .iter()
-        .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
-        .collect();
-    let policy = DnsPolicy::default();
-    let config = ProviderConfig::parse(ProviderKind::Cloudflare, values, &policy)?;
-    Ok(providers::build(&config, &policy)?)
+    build_provider(ProviderKind::Cloudflare, pairs)
 }
 
 /// The provider with the full token and no zone id (it finds the zone).
@@ -34,32 +26,8 @@ fn provider(cloudflare: &FakeCloudflare) -> anyhow::Result<Arc<dyn DnsProvider>>
     ])
 }
 
-fn record(fqdn: &str, value: &str) -> TxtRecord {
-    TxtRecord {
-        fqdn: fqdn.to_owned(),
-        zone: None,
-        value: value.to_owned(),
-    }
-}
-
 fn quoted(values: &[&str]) -> Vec<String> {
     values.iter().map(|value| format!("\"{value}\"")).collect()
-}
-
-fn assert_nothing_left(cloudflare: &FakeCloudflare) {
-    let left = cloudflare.all_acme_challenge_records();
-    assert!(left.is_empty(), "records left behind: {left:?}");
-}
-
-fn assert_refused(error: &DnsError, words: &str, token: &str) {
-    assert!(
-        matches!(error, DnsError::Refused { .. }),
-        "not refused: {error:?}"
-    );
-    assert!(!error.is_transient(), "{error}");
-    let text = error.to_string();
-    assert!(text.contains(words), "{text} lacks {words:?}");
-    assert!(!text.contains(token), "{text} shows the token");
 }
 
 #[tokio::test]
@@ -91,7 +59,7 @@ async fn values_coexist_and_both_calls_are_idempotent() -> anyhow::Result<()> {
     dns.cleanup(&record("_acme-challenge.never.example.test", "x"))
         .await
         .context("cleanup at a name never written")?;
-    assert_nothing_left(&cloudflare);
+    assert_nothing_left(&cloudflare.all_acme_challenge_records());
     Ok(())
 }
 
@@ -124,7 +92,7 @@ async fn the_longest_zone_is_found_by_name() -> anyhow::Result<()> {
         .await
         .expect_err("no zone holds it");
     assert!(matches!(error, DnsError::NoZone { .. }), "{error:?}");
-    assert_nothing_left(&cloudflare);
+    assert_nothing_left(&cloudflare.all_acme_challenge_records());
     Ok(())
 }
 
@@ -150,7 +118,7 @@ async fn values_past_the_first_page_are_found() -> anyhow::Result<()> {
     for value in values.iter().rev() {
         dns.cleanup(&record(NAME, value)).await.context("cleanup")?;
     }
-    assert_nothing_left(&cloudflare);
+    assert_nothing_left(&cloudflare.all_acme_challenge_records());
     Ok(())
 }
 
@@ -168,7 +136,7 @@ async fn content_stored_without_quotes_is_the_same_value() -> anyhow::Result<()>
     dns.cleanup(&record(NAME, "bare-value"))
         .await
         .context("cleanup")?;
-    assert_nothing_left(&cloudflare);
+    assert_nothing_left(&cloudflare.all_acme_challenge_records());
     Ok(())
 }
 
@@ -187,13 +155,13 @@ async fn a_wrong_token_is_refused_and_writes_nothing() -> anyhow::Result<()> {
         .present(&record(NAME, "v"))
         .await
         .expect_err("wrong token");
-    assert_refused(&error, "Invalid access token (code 9109)", token);
+    assert_refused(&error, "Invalid access token (code 9109)", &[token]);
     let error = dns
         .cleanup(&record(NAME, "v"))
         .await
         .expect_err("wrong token");
-    assert_refused(&error, "Invalid access token", token);
-    assert_nothing_left(&cloudflare);
+    assert_refused(&error, "Invalid access token", &[token]);
+    assert_nothing_left(&cloudflare.all_acme_challenge_records());
     Ok(())
 }
 
@@ -208,8 +176,8 @@ async fn a_read_only_token_is_refused_and_writes_nothing() -> anyhow::Result<()>
         .present(&record(NAME, "v"))
         .await
         .expect_err("cannot write");
-    assert_refused(&error, "Authentication error (code 10000)", &token);
-    assert_nothing_left(&cloudflare);
+    assert_refused(&error, "Authentication error (code 10000)", &[&token]);
+    assert_nothing_left(&cloudflare.all_acme_challenge_records());
     Ok(())
 }
 
@@ -228,7 +196,7 @@ async fn an_unreachable_api_is_unavailable() -> anyhow::Result<()> {
         .expect_err("nothing listens there");
     assert!(matches!(error, DnsError::Unavailable { .. }), "{error:?}");
     assert!(error.is_transient());
-    assert_nothing_left(&cloudflare);
+    assert_nothing_left(&cloudflare.all_acme_challenge_records());
     Ok(())
 }
 
@@ -251,6 +219,6 @@ async fn a_rate_limit_is_unavailable_and_writes_nothing() -> anyhow::Result<()> 
         .await
         .context("present once allowed")?;
     dns.cleanup(&record(NAME, "v")).await.context("cleanup")?;
-    assert_nothing_left(&cloudflare);
+    assert_nothing_left(&cloudflare.all_acme_challenge_records());
     Ok(())
 }

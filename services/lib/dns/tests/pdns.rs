@@ -3,54 +3,26 @@
 //! is found on the server, a refusal is final and writes nothing. Every test
 //! ends with no `_acme-challenge` record left on the server.
 
-use std::collections::BTreeMap;
+mod common;
+#[path = "common/concurrent.rs"]
+mod concurrent;
+
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use certfleet_dns::{
-    DnsError, DnsPolicy, DnsProvider, ProviderConfig, ProviderKind, TxtRecord, providers,
-};
+use certfleet_dns::{DnsError, DnsProvider, ProviderKind};
 use certfleet_testkit::PowerDns;
 
-const ZONE: &str = "example.test";
-const NAME: &str = "_acme-challenge.example.test";
+use common::{NAME, ZONE, assert_nothing_left, assert_refused, build_provider, record};
+use concurrent::at_once;
 
 fn provider_with(pairs: &[(&str, &str)]) -> anyhow::Result<Arc<dyn DnsProvider>> {
-    let values: BTreeMap<String, String> = pairs
-        .iter()
-        .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
-        .collect();
-    let policy = DnsPolicy::default();
-    let config = ProviderConfig::parse(ProviderKind::Pdns, values, &policy)?;
-    Ok(providers::build(&config, &policy)?)
+    build_provider(ProviderKind::Pdns, pairs)
 }
 
 /// The provider with the right key and no zone setting (it finds the zone).
 fn provider(pdns: &PowerDns) -> anyhow::Result<Arc<dyn DnsProvider>> {
     provider_with(&[("api_url", &pdns.api_url()), ("api_key", pdns.api_key())])
-}
-
-fn record(fqdn: &str, value: &str) -> TxtRecord {
-    TxtRecord {
-        fqdn: fqdn.to_owned(),
-        zone: None,
-        value: value.to_owned(),
-    }
-}
-
-async fn assert_nothing_left(pdns: &PowerDns) -> anyhow::Result<()> {
-    let left = pdns.acme_challenge_records().await?;
-    assert!(left.is_empty(), "records left behind: {left:?}");
-    Ok(())
-}
-
-fn assert_refused(error: &DnsError, words: &str) {
-    assert!(
-        matches!(error, DnsError::Refused { .. }),
-        "not refused: {error:?}"
-    );
-    assert!(!error.is_transient(), "{error}");
-    assert!(error.to_string().contains(words), "{error} lacks {words:?}");
 }
 
 #[tokio::test]
@@ -83,7 +55,8 @@ async fn values_coexist_and_both_calls_are_idempotent() -> anyhow::Result<()> {
     dns.cleanup(&record("_acme-challenge.never.example.test", "x"))
         .await
         .context("cleanup at a name never written")?;
-    assert_nothing_left(&pdns).await
+    assert_nothing_left(&pdns.acme_challenge_records().await?);
+    Ok(())
 }
 
 #[tokio::test]
@@ -104,35 +77,25 @@ async fn the_longest_zone_on_the_server_is_used() -> anyhow::Result<()> {
         .await
         .expect_err("no zone holds it");
     assert!(matches!(error, DnsError::NoZone { .. }), "{error:?}");
-    assert_nothing_left(&pdns).await
+    assert_nothing_left(&pdns.acme_challenge_records().await?);
+    Ok(())
 }
 
 #[tokio::test]
 async fn concurrent_presents_at_one_name_are_all_kept() -> anyhow::Result<()> {
     let pdns = PowerDns::start(&[ZONE]).await?;
     let values: Vec<String> = (0..6).map(|index| format!("value-{index}")).collect();
-    let mut tasks = Vec::new();
-    for value in &values {
-        // One provider each, as separate issuances would have.
-        let dns = provider(&pdns)?;
-        let wanted = record(NAME, value);
-        tasks.push(tokio::spawn(async move { dns.present(&wanted).await }));
-    }
-    for task in tasks {
-        task.await?.context("present")?;
-    }
+    let new_provider = || provider(&pdns);
+    at_once(&values, new_provider, |dns, wanted| dns.present(wanted))
+        .await
+        .context("present")?;
     assert_eq!(pdns.txt_values(NAME).await?, values);
 
-    let mut tasks = Vec::new();
-    for value in &values {
-        let dns = provider(&pdns)?;
-        let wanted = record(NAME, value);
-        tasks.push(tokio::spawn(async move { dns.cleanup(&wanted).await }));
-    }
-    for task in tasks {
-        task.await?.context("cleanup")?;
-    }
-    assert_nothing_left(&pdns).await
+    at_once(&values, new_provider, |dns, wanted| dns.cleanup(wanted))
+        .await
+        .context("cleanup")?;
+    assert_nothing_left(&pdns.acme_challenge_records().await?);
+    Ok(())
 }
 
 #[tokio::test]
@@ -145,9 +108,9 @@ async fn a_wrong_api_key_is_refused_and_writes_nothing() -> anyhow::Result<()> {
         ("zone", ZONE),
     ])?;
     let error = dns.present(&record(NAME, "v")).await.expect_err("refused");
-    assert_refused(&error, "API key was not accepted");
-    assert!(!error.to_string().contains(wrong_key), "{error}");
-    assert_nothing_left(&pdns).await
+    assert_refused(&error, "API key was not accepted", &[wrong_key]);
+    assert_nothing_left(&pdns.acme_challenge_records().await?);
+    Ok(())
 }
 
 #[tokio::test]
@@ -162,8 +125,9 @@ async fn a_zone_not_on_the_server_is_refused() -> anyhow::Result<()> {
         .present(&record("_acme-challenge.missing.test", "v"))
         .await
         .expect_err("refused");
-    assert_refused(&error, "does not exist");
-    assert_nothing_left(&pdns).await
+    assert_refused(&error, "does not exist", &[]);
+    assert_nothing_left(&pdns.acme_challenge_records().await?);
+    Ok(())
 }
 
 #[tokio::test]

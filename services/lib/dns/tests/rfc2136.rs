@@ -2,60 +2,42 @@
 //! calls are idempotent, a refusal is final and writes nothing. Every test
 //! ends with no `_acme-challenge` record left on the server.
 
-use std::collections::BTreeMap;
+mod common;
+#[path = "common/concurrent.rs"]
+mod concurrent;
+
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use certfleet_dns::{
-    DnsError, DnsPolicy, DnsProvider, ProviderConfig, ProviderKind, TxtRecord, providers,
-};
+use certfleet_dns::{DnsError, DnsProvider, ProviderKind};
 use certfleet_testkit::{Bind, BindZone};
 
-const ZONE: &str = "example.test";
-const NAME: &str = "_acme-challenge.example.test";
+use common::{NAME, ZONE, assert_nothing_left, assert_refused, build_provider, record};
+use concurrent::at_once;
 
 fn provider_with(pairs: &[(&str, &str)]) -> anyhow::Result<Arc<dyn DnsProvider>> {
-    let values: BTreeMap<String, String> = pairs
-        .iter()
-        .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
-        .collect();
-    let policy = DnsPolicy::default();
-    let config = ProviderConfig::parse(ProviderKind::Rfc2136, values, &policy)?;
-    Ok(providers::build(&config, &policy)?)
+    build_provider(ProviderKind::Rfc2136, pairs)
 }
 
-/// The provider with the update key, `zone` set to example.test.
-fn provider(bind: &Bind) -> anyhow::Result<Arc<dyn DnsProvider>> {
+/// The provider signing with `key` and `secret`, `zone` set to example.test.
+fn provider_signing(bind: &Bind, key: &str, secret: &str) -> anyhow::Result<Arc<dyn DnsProvider>> {
     let server = bind.addr().to_string();
     provider_with(&[
         ("server", &server),
-        ("tsig_key", bind.tsig_key_name()),
-        ("tsig_secret", bind.tsig_secret_base64()),
+        ("tsig_key", key),
+        ("tsig_secret", secret),
         ("zone", ZONE),
     ])
 }
 
-fn record(fqdn: &str, value: &str) -> TxtRecord {
-    TxtRecord {
-        fqdn: fqdn.to_owned(),
-        zone: None,
-        value: value.to_owned(),
-    }
+/// The provider with the update key, `zone` set to example.test.
+fn provider(bind: &Bind) -> anyhow::Result<Arc<dyn DnsProvider>> {
+    provider_signing(bind, bind.tsig_key_name(), bind.tsig_secret_base64())
 }
 
-async fn assert_nothing_left(bind: &Bind) -> anyhow::Result<()> {
-    let left = bind.acme_challenge_records().await?;
-    assert!(left.is_empty(), "records left behind: {left:?}");
-    Ok(())
-}
-
-fn assert_refused(error: &DnsError, words: &str) {
-    assert!(
-        matches!(error, DnsError::Refused { .. }),
-        "not refused: {error:?}"
-    );
-    assert!(!error.is_transient(), "{error}");
-    assert!(error.to_string().contains(words), "{error} lacks {words:?}");
+/// How `dns` fails to write a value at `_acme-challenge.example.test`.
+async fn refusal(dns: Arc<dyn DnsProvider>) -> DnsError {
+    dns.present(&record(NAME, "v")).await.expect_err("refused")
 }
 
 #[tokio::test]
@@ -87,7 +69,8 @@ async fn values_coexist_and_both_calls_are_idempotent() -> anyhow::Result<()> {
     dns.cleanup(&record("_acme-challenge.never.example.test", "x"))
         .await
         .context("cleanup at a name never written")?;
-    assert_nothing_left(&bind).await
+    assert_nothing_left(&bind.acme_challenge_records().await?);
+    Ok(())
 }
 
 #[tokio::test]
@@ -102,88 +85,56 @@ async fn the_record_zone_wins_over_the_setting() -> anyhow::Result<()> {
     assert_eq!(bind.txt_values(name).await?, ["delegated-value"]);
     dns.cleanup(&target).await.context("cleanup")?;
     assert!(bind.txt_values(name).await?.is_empty());
-    assert_nothing_left(&bind).await
+    assert_nothing_left(&bind.acme_challenge_records().await?);
+    Ok(())
 }
 
 #[tokio::test]
 async fn concurrent_presents_at_one_name_are_all_kept() -> anyhow::Result<()> {
     let bind = Bind::start(&[ZONE]).await?;
     let values: Vec<String> = (0..6).map(|index| format!("value-{index}")).collect();
-    let mut tasks = Vec::new();
-    for value in &values {
-        // One provider each, as separate issuances would have.
-        let dns = provider(&bind)?;
-        let wanted = record(NAME, value);
-        tasks.push(tokio::spawn(async move { dns.present(&wanted).await }));
-    }
-    for task in tasks {
-        task.await?.context("present")?;
-    }
+    let new_provider = || provider(&bind);
+    at_once(&values, new_provider, |dns, wanted| dns.present(wanted))
+        .await
+        .context("present")?;
     assert_eq!(bind.txt_values(NAME).await?, values);
 
     let dns = provider(&bind)?;
     for value in &values {
         dns.cleanup(&record(NAME, value)).await.context("cleanup")?;
     }
-    assert_nothing_left(&bind).await
+    assert_nothing_left(&bind.acme_challenge_records().await?);
+    Ok(())
 }
 
 #[tokio::test]
 async fn a_key_without_update_rights_is_refused_and_writes_nothing() -> anyhow::Result<()> {
     let bind = Bind::start(&[ZONE]).await?;
-    let server = bind.addr().to_string();
-    let denied = provider_with(&[
-        ("server", &server),
-        ("tsig_key", bind.denied_key_name()),
-        ("tsig_secret", bind.denied_secret_base64()),
-        ("zone", ZONE),
-    ])?;
-    let error = denied
-        .present(&record(NAME, "v"))
-        .await
-        .expect_err("refused");
-    assert_refused(&error, "REFUSED");
-    assert_nothing_left(&bind).await
+    let denied = provider_signing(&bind, bind.denied_key_name(), bind.denied_secret_base64())?;
+    assert_refused(&refusal(denied).await, "REFUSED", &[]);
+    assert_nothing_left(&bind.acme_challenge_records().await?);
+    Ok(())
 }
 
 #[tokio::test]
 async fn a_zone_without_updates_is_refused() -> anyhow::Result<()> {
     let bind = Bind::start_zones(vec![BindZone::new(ZONE).read_only()]).await?;
-    let error = provider(&bind)?
-        .present(&record(NAME, "v"))
-        .await
-        .expect_err("refused");
-    assert_refused(&error, "REFUSED");
-    assert_nothing_left(&bind).await
+    assert_refused(&refusal(provider(&bind)?).await, "REFUSED", &[]);
+    assert_nothing_left(&bind.acme_challenge_records().await?);
+    Ok(())
 }
 
 #[tokio::test]
 async fn a_wrong_secret_is_refused_in_plain_words() -> anyhow::Result<()> {
     let bind = Bind::start(&[ZONE]).await?;
-    let server = bind.addr().to_string();
     let wrong_secret = "d3Jvbmctc2VjcmV0LXdyb25nLXNlY3JldC13cm9uZyE=";
-    let dns = provider_with(&[
-        ("server", &server),
-        ("tsig_key", bind.tsig_key_name()),
-        ("tsig_secret", wrong_secret),
-        ("zone", ZONE),
-    ])?;
-    let error = dns.present(&record(NAME, "v")).await.expect_err("refused");
-    assert_refused(&error, "TSIG key or secret");
-    assert!(!error.to_string().contains(wrong_secret), "{error}");
+    let dns = provider_signing(&bind, bind.tsig_key_name(), wrong_secret)?;
+    assert_refused(&refusal(dns).await, "TSIG key or secret", &[wrong_secret]);
 
-    let unknown_key = provider_with(&[
-        ("server", &server),
-        ("tsig_key", "no-such-key"),
-        ("tsig_secret", bind.tsig_secret_base64()),
-        ("zone", ZONE),
-    ])?;
-    let error = unknown_key
-        .present(&record(NAME, "v"))
-        .await
-        .expect_err("refused");
-    assert_refused(&error, "TSIG key or secret");
-    assert_nothing_left(&bind).await
+    let unknown_key = provider_signing(&bind, "no-such-key", bind.tsig_secret_base64())?;
+    assert_refused(&refusal(unknown_key).await, "TSIG key or secret", &[]);
+    assert_nothing_left(&bind.acme_challenge_records().await?);
+    Ok(())
 }
 
 #[tokio::test]
@@ -194,7 +145,8 @@ async fn a_name_outside_the_zone_is_refused_before_sending() -> anyhow::Result<(
         .await
         .expect_err("outside the zone");
     assert!(matches!(error, DnsError::NoZone { .. }), "{error:?}");
-    assert_nothing_left(&bind).await
+    assert_nothing_left(&bind.acme_challenge_records().await?);
+    Ok(())
 }
 
 #[tokio::test]

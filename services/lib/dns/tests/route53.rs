@@ -3,17 +3,19 @@
 //! the hosted zone is found by name, a refusal is final and writes nothing.
 //! Every test ends with no `_acme-challenge` record left on the server.
 
-use std::collections::BTreeMap;
+mod common;
+#[path = "common/concurrent.rs"]
+mod concurrent;
+
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use certfleet_dns::{
-    DnsError, DnsPolicy, DnsProvider, ProviderConfig, ProviderKind, TxtRecord, providers,
-};
+use certfleet_dns::{DnsError, DnsProvider, ProviderKind, TxtRecord};
 use certfleet_testkit::Moto;
 
-const ZONE: &str = "example.test";
-const NAME: &str = "_acme-challenge.example.test";
+use common::{NAME, ZONE, assert_nothing_left, assert_refused, build_provider, record};
+use concurrent::at_once;
+
 const SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
 
 fn provider_with(moto: &Moto, extra: &[(&str, &str)]) -> anyhow::Result<Arc<dyn DnsProvider>> {
@@ -24,42 +26,11 @@ fn provider_with(moto: &Moto, extra: &[(&str, &str)]) -> anyhow::Result<Arc<dyn 
         ("endpoint_url", endpoint.as_str()),
     ];
     pairs.extend_from_slice(extra);
-    let values: BTreeMap<String, String> = pairs
-        .iter()
-        .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
-        .collect();
-    let policy = DnsPolicy::default();
-    let config = ProviderConfig::parse(ProviderKind::Route53, values, &policy)?;
-    Ok(providers::build(&config, &policy)?)
-}
-
-fn record(fqdn: &str, value: &str) -> TxtRecord {
-    TxtRecord {
-        fqdn: fqdn.to_owned(),
-        zone: None,
-        value: value.to_owned(),
-    }
+    build_provider(ProviderKind::Route53, &pairs)
 }
 
 fn quoted(values: &[&str]) -> Vec<String> {
     values.iter().map(|value| format!("\"{value}\"")).collect()
-}
-
-async fn assert_nothing_left(moto: &Moto) -> anyhow::Result<()> {
-    let left = moto.all_acme_challenge_records().await?;
-    assert!(left.is_empty(), "records left behind: {left:?}");
-    Ok(())
-}
-
-fn assert_refused(error: &DnsError, words: &str) {
-    assert!(
-        matches!(error, DnsError::Refused { .. }),
-        "not refused: {error:?}"
-    );
-    assert!(!error.is_transient(), "{error}");
-    let text = error.to_string();
-    assert!(text.contains(words), "{text} lacks {words:?}");
-    assert!(!text.contains(SECRET), "{text}");
 }
 
 #[tokio::test]
@@ -97,7 +68,8 @@ async fn values_coexist_and_both_calls_are_idempotent() -> anyhow::Result<()> {
     dns.cleanup(&record("_acme-challenge.never.example.test", "x"))
         .await
         .context("cleanup at a name never written")?;
-    assert_nothing_left(&moto).await
+    assert_nothing_left(&moto.all_acme_challenge_records().await?);
+    Ok(())
 }
 
 #[tokio::test]
@@ -136,7 +108,8 @@ async fn the_longest_hosted_zone_is_found_by_name() -> anyhow::Result<()> {
         .await
         .expect_err("no hosted zone holds it");
     assert!(matches!(error, DnsError::NoZone { .. }), "{error:?}");
-    assert_nothing_left(&moto).await
+    assert_nothing_left(&moto.all_acme_challenge_records().await?);
+    Ok(())
 }
 
 #[tokio::test]
@@ -144,31 +117,20 @@ async fn concurrent_presents_at_one_name_are_all_kept() -> anyhow::Result<()> {
     let moto = Moto::start().await?;
     let zone_id = moto.create_hosted_zone(ZONE).await?;
     let values: Vec<String> = (0..5).map(|index| format!("value-{index}")).collect();
-    let mut tasks = Vec::new();
-    for value in &values {
-        // One provider each, as separate issuances would have.
-        let dns = provider_with(&moto, &[])?;
-        let wanted = record(NAME, value);
-        tasks.push(tokio::spawn(async move { dns.present(&wanted).await }));
-    }
-    for task in tasks {
-        task.await?.context("present")?;
-    }
+    let new_provider = || provider_with(&moto, &[]);
+    at_once(&values, new_provider, |dns, wanted| dns.present(wanted))
+        .await
+        .context("present")?;
     let mut stored = moto.txt_values(&zone_id, NAME).await?;
     stored.sort();
     let expected: Vec<&str> = values.iter().map(String::as_str).collect();
     assert_eq!(stored, quoted(&expected));
 
-    let mut tasks = Vec::new();
-    for value in &values {
-        let dns = provider_with(&moto, &[])?;
-        let wanted = record(NAME, value);
-        tasks.push(tokio::spawn(async move { dns.cleanup(&wanted).await }));
-    }
-    for task in tasks {
-        task.await?.context("cleanup")?;
-    }
-    assert_nothing_left(&moto).await
+    at_once(&values, new_provider, |dns, wanted| dns.cleanup(wanted))
+        .await
+        .context("cleanup")?;
+    assert_nothing_left(&moto.all_acme_challenge_records().await?);
+    Ok(())
 }
 
 #[tokio::test]
@@ -181,13 +143,14 @@ async fn an_unknown_hosted_zone_is_refused_and_writes_nothing() -> anyhow::Resul
         .present(&record(NAME, "v"))
         .await
         .expect_err("the hosted zone does not exist");
-    assert_refused(&error, "ZNOSUCHZONE0001");
+    assert_refused(&error, "ZNOSUCHZONE0001", &[SECRET]);
     let error = dns
         .cleanup(&record(NAME, "v"))
         .await
         .expect_err("the hosted zone does not exist");
-    assert_refused(&error, "NoSuchHostedZone");
-    assert_nothing_left(&moto).await
+    assert_refused(&error, "NoSuchHostedZone", &[SECRET]);
+    assert_nothing_left(&moto.all_acme_challenge_records().await?);
+    Ok(())
 }
 
 #[tokio::test]
@@ -200,8 +163,9 @@ async fn a_name_outside_the_hosted_zone_is_refused() -> anyhow::Result<()> {
         .present(&record("_acme-challenge.example.org", "v"))
         .await
         .expect_err("the name is not in the zone");
-    assert_refused(&error, "not permitted in zone");
-    assert_nothing_left(&moto).await
+    assert_refused(&error, "not permitted in zone", &[SECRET]);
+    assert_nothing_left(&moto.all_acme_challenge_records().await?);
+    Ok(())
 }
 
 #[tokio::test]
@@ -221,5 +185,6 @@ async fn an_unreachable_endpoint_is_unavailable() -> anyhow::Result<()> {
     assert!(matches!(error, DnsError::Unavailable { .. }), "{error:?}");
     assert!(error.is_transient());
     assert!(!error.to_string().contains(SECRET), "{error}");
-    assert_nothing_left(&moto).await
+    assert_nothing_left(&moto.all_acme_challenge_records().await?);
+    Ok(())
 }

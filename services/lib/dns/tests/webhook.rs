@@ -3,17 +3,20 @@
 
 #![expect(clippy::unwrap_used, reason = "tests")]
 
-use std::collections::BTreeMap;
+mod common;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use certfleet_dns::providers::webhook::{SIGNATURE_HEADER, TIMESTAMP_HEADER, verify};
-use certfleet_dns::{DnsError, DnsPolicy, DnsProvider, ProviderConfig, ProviderKind, TxtRecord};
+use certfleet_dns::{DnsError, DnsProvider, ProviderKind, TxtRecord};
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+
+use common::{NAME, ZONE, assert_nothing_left, assert_refused, build_provider};
 
 const SECRET: &str = "webhook-secret-0123456789";
 
@@ -84,20 +87,17 @@ async fn receiver() -> (SocketAddr, Calls) {
 }
 
 fn provider(url: &str, secret: &str) -> Arc<dyn DnsProvider> {
-    let values = BTreeMap::from([
-        ("url".to_owned(), url.to_owned()),
-        ("hmac_secret".to_owned(), secret.to_owned()),
-    ]);
-    let policy = DnsPolicy::default();
-    let config = ProviderConfig::parse(ProviderKind::Webhook, values, &policy).unwrap();
-    certfleet_dns::providers::build(&config, &policy).unwrap()
+    build_provider(
+        ProviderKind::Webhook,
+        &[("url", url), ("hmac_secret", secret)],
+    )
+    .unwrap()
 }
 
 fn record() -> TxtRecord {
     TxtRecord {
-        fqdn: "_acme-challenge.example.test".to_owned(),
-        zone: Some("example.test".to_owned()),
-        value: "token-value".to_owned(),
+        zone: Some(ZONE.to_owned()),
+        ..common::record(NAME, "token-value")
     }
 }
 
@@ -133,15 +133,13 @@ async fn a_wrong_secret_is_refused_and_a_server_error_is_retryable() {
         "another-secret-0123456789",
     );
     let error = wrong.present(&record()).await.unwrap_err();
-    assert!(matches!(error, DnsError::Refused { .. }), "{error}");
-    assert!(error.to_string().contains("401"), "{error}");
-    assert!(!error.is_transient());
+    assert_refused(&error, "401", &[]);
 
     let failing = provider(&format!("http://{address}/dns?status=503"), SECRET);
     let error = failing.present(&record()).await.unwrap_err();
     assert!(matches!(error, DnsError::Unavailable { .. }), "{error}");
     assert!(error.is_transient());
-    assert!(calls.lock().unwrap().is_empty());
+    assert_nothing_left(&calls.lock().unwrap());
 
     let nobody = provider("http://127.0.0.1:1/dns", SECRET);
     let error = nobody.present(&record()).await.unwrap_err();
