@@ -1,6 +1,7 @@
 //! DNS-01 end to end: Pebble resolves through a real BIND (or PowerDNS), the
-//! embedded certfleet writes the challenge records with its providers, and
-//! after every test the servers hold no `_acme-challenge` records.
+//! embedded certfleet (or the distributed roles) writes the challenge records
+//! with its providers, and after every test the servers hold no
+//! `_acme-challenge` records.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -10,8 +11,8 @@ use certfleet_e2e::certfleet_testkit::{
     Bind, BindZone, FakeCloudflare, Moto, Pebble, PebbleOptions, PowerDns, free_port,
 };
 use certfleet_e2e::{
-    DevProcess, DnsProviders, TestEnv, bundle, dns_providers, is_valid, leaf_facts, organization,
-    use_dns, verify_chain, wait_for,
+    DevProcess, DnsProviders, RoleStack, TestEnv, bundle, dns_providers, is_valid, leaf_facts,
+    organization, terminate_all, use_dns, verify_chain, wait_all_healthy, wait_for,
 };
 use certfleet_proto::v1 as pb;
 
@@ -567,4 +568,53 @@ async fn values_a_killed_worker_left_are_removed_by_the_next_attempt() {
         second.log()
     );
     no_challenge_records(&bind).await;
+}
+
+/// The distributed mode: an api and an issuer as separate processes on
+/// PostgreSQL and RabbitMQ, the DNS settings from the environment. The api
+/// checks and seals the provider, the issuer opens it and writes to BIND.
+#[tokio::test(flavor = "multi_thread")]
+async fn wildcard_and_apex_in_the_distributed_mode() {
+    let bind = bind().await;
+    let pebble = Pebble::start(pebble_on(bind.addr()).await).await.unwrap();
+    let mut stack = RoleStack::create(&pebble).await.unwrap();
+    stack
+        .env
+        .push(("CERTFLEET_DNS_RESOLVER".to_owned(), bind.addr().to_string()));
+    let grpc = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let mut processes = vec![
+        stack
+            .spawn(
+                "certfleet-api",
+                "api",
+                vec!["--grpc-listen".to_owned(), grpc.to_string()],
+            )
+            .unwrap(),
+        stack
+            .spawn("certfleet-issuer", "issuer", Vec::new())
+            .unwrap(),
+    ];
+    wait_all_healthy(&mut processes).await.unwrap();
+    let (write, _) = organization(grpc, &stack.admin_token, "distributed").await;
+    let mut providers = dns_providers(grpc, &write).await;
+    let secret = bind.tsig_secret_base64().to_owned();
+    add_provider(
+        &mut providers,
+        "bind",
+        "rfc2136",
+        rfc2136_settings(&bind, bind.tsig_key_name(), &secret),
+    )
+    .await;
+    let mut client = certfleet_e2e::certificates(grpc, &write).await;
+    let created = client
+        .create_certificate(dns01(&["*.spread.wild.test", "spread.wild.test"], "bind"))
+        .await
+        .unwrap()
+        .into_inner();
+    wait_for(&mut client, &created.id, Duration::from_secs(60), is_valid)
+        .await
+        .unwrap_or_else(|error| panic!("{error:#}\n{}", certfleet_e2e::all_logs(&processes)));
+    no_challenge_records(&bind).await;
+    terminate_all(&mut processes).unwrap();
+    stack.remove().await.unwrap();
 }
