@@ -367,6 +367,41 @@ async fn values_a_failed_clean_up_left_are_removed_later() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     all_values_removed(&env, &valid).await;
+
+    // The same for a certificate deleted before its values were removed.
+    std::fs::write(&flag, b"").unwrap();
+    let gone = issue(
+        &env,
+        &write,
+        &["*.gone.wild.test", "gone.wild.test"],
+        "hook",
+    )
+    .await;
+    assert_eq!(
+        bind.txt_values("_acme-challenge.gone.wild.test")
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    certfleet_e2e::certificates(env.grpc, &write)
+        .await
+        .delete_certificate(pb::DeleteCertificateRequest {
+            id: gone.id.clone(),
+        })
+        .await
+        .unwrap();
+    std::fs::remove_file(&flag).unwrap();
+    env.clock.advance(Duration::from_secs(11 * 60));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !bind.acme_challenge_records().await.unwrap().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still in BIND: {:?}",
+            bind.acme_challenge_records().await.unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     env.stop().await;
 }
 

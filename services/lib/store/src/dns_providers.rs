@@ -4,7 +4,7 @@
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
-use crate::models::{AcmeChallenge, DnsProviderRow, Effects};
+use crate::models::{AcmeChallenge, Certificate, DnsProviderRow, Effects};
 use crate::schema::{acme_challenges, certificates, dns_providers};
 
 /// Statuses of a certificate an issuer is (or will be) working on.
@@ -177,9 +177,9 @@ impl Store {
         })
     }
 
-    /// Certificates nobody works on (not pending, issuing or renewing, not
-    /// leased, not deleted) with DNS-01 values still in DNS: the clean-up
-    /// after their last attempt failed. Only values last touched at or before
+    /// Certificates nobody works on (deleted, or not pending, issuing or
+    /// renewing; not leased) with DNS-01 values still in DNS: the clean-up
+    /// after their last attempt failed, or a worker was killed before it. Only values last touched at or before
     /// `quiet_before_ms`, so the same certificate is not queued on every pass.
     pub async fn dns_leftovers_due(
         &self,
@@ -203,8 +203,13 @@ impl Store {
             }
             Ok(certificates::table
                 .filter(certificates::id.eq_any(&candidates))
-                .filter(certificates::deleted_at.is_null())
-                .filter(certificates::status.ne_all(IN_FLIGHT))
+                // A deleted certificate is never worked on again, whatever
+                // status it was left in.
+                .filter(
+                    certificates::deleted_at
+                        .is_not_null()
+                        .or(certificates::status.ne_all(IN_FLIGHT)),
+                )
                 .filter(
                     certificates::lease_until
                         .is_null()
@@ -238,6 +243,39 @@ impl Store {
                 .await?;
             write_effects!(conn, effects);
             Ok(())
+        })
+    }
+
+    /// A deleted certificate with DNS-01 values still in DNS, when no lease
+    /// on it is current: its values are removed without taking the lease
+    /// (nobody issues it any more; removing twice is harmless).
+    pub async fn deleted_certificate_with_dns_leftovers(
+        &self,
+        organization_id: &str,
+        certificate_id: &str,
+        now_ms: i64,
+    ) -> Result<Option<Certificate>, StoreError> {
+        with_conn!(self, |conn| {
+            Ok(certificates::table
+                .find(certificate_id)
+                .filter(certificates::organization_id.eq(organization_id))
+                .filter(certificates::deleted_at.is_not_null())
+                .filter(
+                    certificates::lease_until
+                        .is_null()
+                        .or(certificates::lease_until.lt(now_ms)),
+                )
+                .filter(diesel::dsl::exists(
+                    acme_challenges::table
+                        .filter(acme_challenges::certificate_id.eq(certificate_id))
+                        .filter(acme_challenges::challenge_type.eq("dns-01"))
+                        .filter(acme_challenges::dns_record_name.is_not_null())
+                        .filter(acme_challenges::dns_cleaned_at.is_null()),
+                ))
+                .select(Certificate::as_select())
+                .first(conn)
+                .await
+                .optional()?)
         })
     }
 }

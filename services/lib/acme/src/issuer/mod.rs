@@ -160,6 +160,15 @@ impl Issuer {
             )
             .await?
         else {
+            if let Some(deleted) = self
+                .store
+                .deleted_certificate_with_dns_leftovers(organization_id, certificate_id, now)
+                .await?
+            {
+                // Queued by the scheduler: values a deleted certificate left.
+                self.clean_settled_dns(&deleted).await;
+                return Ok(());
+            }
             tracing::debug!(
                 certificate_id,
                 "certificate is leased by another worker or gone"

@@ -252,5 +252,31 @@ async fn dns_leftovers_of_settled_certificates(store: &Store) -> anyhow::Result<
     let ids: Vec<String> = left.into_iter().map(|row| row.id).collect();
     store.mark_dns_cleaned(org, &ids, later).await?;
     assert!(store.dns_leftovers_due(later, later, 10).await?.is_empty());
+
+    // Deleted while in flight (its worker killed): due whatever its status,
+    // and readable for the removal although deleted.
+    assert!(
+        store
+            .deleted_certificate_with_dns_leftovers(org, &in_flight.id, later)
+            .await?
+            .is_none()
+    );
+    store
+        .delete_certificate(org, &in_flight.id, later, Effects::default())
+        .await?;
+    let due = store.dns_leftovers_due(later, later, 10).await?;
+    assert_eq!(due, vec![(org.to_owned(), in_flight.id.clone())]);
+    let deleted = store
+        .deleted_certificate_with_dns_leftovers(org, &in_flight.id, later)
+        .await?
+        .expect("a deleted certificate with values left");
+    assert_eq!(deleted.id, in_flight.id);
+    assert!(
+        store
+            .deleted_certificate_with_dns_leftovers(org, &settled.id, later)
+            .await?
+            .is_none(),
+        "not deleted"
+    );
     Ok(())
 }
