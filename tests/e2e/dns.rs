@@ -653,3 +653,66 @@ async fn wildcard_and_apex_in_the_distributed_mode() {
     terminate_all(&mut processes).unwrap();
     stack.remove().await.unwrap();
 }
+
+/// The operator's path, with the `certfleet` binary only: `certfleet dev`
+/// (DNS settings from the environment), `certfleet dns add` with the TSIG
+/// secret from a file, `certfleet dns test`, and
+/// `certfleet cert request '*.NAME' NAME --challenge dns-01 --dns bind --wait`.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_issues_a_wildcard_and_apex_certificate() {
+    let bind = bind().await;
+    let pebble = Pebble::start(pebble_on(bind.addr()).await).await.unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let data_dir = root.path().join("data");
+    let nowhere = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let grpc = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let env = [("CERTFLEET_DNS_RESOLVER", bind.addr().to_string())];
+    let process = DevProcess::spawn_with_env(&pebble, &data_dir, grpc, nowhere, "cli.log", &env)
+        .await
+        .unwrap();
+    let admin = std::fs::read_to_string(data_dir.join("admin-token")).unwrap();
+    let (write, _) = organization(grpc, &admin, "cli").await;
+    let secret_file = root.path().join("tsig.secret");
+    std::fs::write(&secret_file, format!("{}\n", bind.tsig_secret_base64())).unwrap();
+    let cli = |arguments: &[String]| {
+        let output = std::process::Command::new(certfleet_e2e::certfleet_binary())
+            .args(arguments)
+            .env("CERTFLEET_ENDPOINT", format!("http://{grpc}"))
+            .env("CERTFLEET_TOKEN", &write)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "certfleet {arguments:?}: {}\n{}",
+            String::from_utf8_lossy(&output.stderr),
+            process.log()
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let args = |text: &str| -> Vec<String> { text.split(' ').map(str::to_owned).collect() };
+    cli(&args(&format!(
+        "dns add bind --kind rfc2136 --set server={addr} --set tsig_key={key} \
+         --set-file tsig_secret={file} --set nameservers={addr}",
+        addr = bind.addr(),
+        key = bind.tsig_key_name(),
+        file = secret_file.display(),
+    ))
+    .into_iter()
+    .filter(|word| !word.is_empty())
+    .collect::<Vec<_>>());
+    let tested = cli(&args("dns test bind --domain cli.wild.test"));
+    assert!(tested.contains("_acme-challenge.cli.wild.test"), "{tested}");
+    let issued = cli(&args(
+        "cert request *.cli.wild.test cli.wild.test --challenge dns-01 --dns bind --wait --output json",
+    ));
+    let certificate: serde_json::Value = serde_json::from_str(
+        issued
+            .lines()
+            .find(|line| line.starts_with('{'))
+            .unwrap_or(&issued),
+    )
+    .unwrap_or_else(|error| panic!("{error}: {issued}"));
+    assert_eq!(certificate["status"], "valid", "{issued}");
+    assert!(!process.log().contains(bind.tsig_secret_base64()));
+    no_challenge_records(&bind).await;
+}
