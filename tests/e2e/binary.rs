@@ -32,11 +32,12 @@ async fn cli_requests_downloads_and_reports_bad_input() {
         std::fs::metadata(&admin_path).unwrap().permissions().mode() & 0o777,
         0o600
     );
-    assert!(
-        process.log().contains("admin token (shown once"),
-        "{}",
-        process.log()
-    );
+    // The banner is printed right after the port is bound: wait for it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !process.log().contains("admin token (shown once") {
+        assert!(tokio::time::Instant::now() < deadline, "{}", process.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let admin = std::fs::read_to_string(&admin_path).unwrap();
     let (write, bundle) = organization(grpc, &admin, "cli").await;
 
