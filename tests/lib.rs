@@ -83,6 +83,7 @@ pub async fn organization(address: SocketAddr, admin_token: &str, slug: &str) ->
                     organization: slug,
                     role: role as i32,
                     description: String::new(),
+                    expires_in_seconds: 0,
                 })
                 .await
                 .unwrap()
@@ -140,6 +141,7 @@ impl TestEnv {
                 organization: slug.to_owned(),
                 role: pb::Role::Write as i32,
                 description: String::new(),
+                expires_in_seconds: 0,
             })
             .await
             .unwrap()
@@ -172,6 +174,7 @@ pub fn embedded_config(pebble: &Pebble, data_dir: &Path) -> EmbeddedConfig {
         database_url: None,
         master_key_file: data_dir.join("master.key"),
         master_key: None,
+        kms: None,
         grpc_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         grpc_tls: None,
         http01_listen: http01,

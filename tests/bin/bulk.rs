@@ -186,6 +186,7 @@ async fn organization_token(options: &Options, channel: &Channel) -> anyhow::Res
                 organization: slug.clone(),
                 role: pb::Role::Write as i32,
                 description: "certfleet-bulk".to_owned(),
+                expires_in_seconds: 0,
             })
             .await
             .map_err(|status| anyhow!("creating a write token of {slug}: {}", status.message()))?

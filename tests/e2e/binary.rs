@@ -327,3 +327,124 @@ async fn cli_manages_dns_providers_without_showing_secrets() {
         "the secret reached the log"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cli_creates_lists_and_revokes_tokens() {
+    let pebble = Pebble::start(PebbleOptions::default()).await.unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let data_dir = root.path().join("data");
+    let http01 = SocketAddr::from(([127, 0, 0, 1], pebble.http01_port()));
+    let process = DevProcess::spawn_on_free_port(&pebble, &data_dir, http01, "cli-token.log")
+        .await
+        .unwrap();
+    let grpc = process.grpc;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !process.log().contains("admin token (shown once") {
+        assert!(tokio::time::Instant::now() < deadline, "{}", process.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let admin = std::fs::read_to_string(data_dir.join("admin-token")).unwrap();
+    let (write, _bundle) = organization(grpc, &admin, "tokcli").await;
+
+    let bad = cli(
+        grpc,
+        &admin,
+        &[
+            "token",
+            "create",
+            "--org",
+            "tokcli",
+            "--role",
+            "read",
+            "--expires-in",
+            "90",
+        ],
+    );
+    assert!(!bad.status.success());
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.contains("--expires-in") && stderr.contains("\"90\""),
+        "{stderr}"
+    );
+
+    let created = cli(
+        grpc,
+        &admin,
+        &[
+            "token",
+            "create",
+            "--org",
+            "tokcli",
+            "--role",
+            "read",
+            "--expires-in",
+            "90d",
+            "--description",
+            "backup job",
+            "--output",
+            "json",
+        ],
+    );
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let created: serde_json::Value = serde_json::from_slice(&created.stdout).unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    let bearer = created["token"].as_str().unwrap().to_owned();
+    assert!(!created["expires_at"].as_str().unwrap().is_empty());
+    assert!(cli(grpc, &bearer, &["cert", "list"]).status.success());
+
+    let listed = cli(
+        grpc,
+        &admin,
+        &["token", "list", "--org", "tokcli", "--output", "json"],
+    );
+    assert!(listed.status.success());
+    let secret = bearer.rsplit('.').next().unwrap();
+    assert!(!String::from_utf8_lossy(&listed.stdout).contains(secret));
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let tokens = listed.as_array().unwrap();
+    // The write and bundle tokens of `organization`, and the new one.
+    assert_eq!(tokens.len(), 3, "{listed}");
+    let new = tokens
+        .iter()
+        .find(|token| token["id"] == id.as_str())
+        .unwrap();
+    assert_eq!(new["state"], "active");
+    assert_eq!(new["role"], "read");
+    assert_eq!(new["description"], "backup job");
+
+    // An organization token cannot manage tokens.
+    let denied = cli(grpc, &write, &["token", "list", "--org", "tokcli"]);
+    assert!(!denied.status.success());
+
+    let revoked = cli(grpc, &admin, &["token", "revoke", &id, "--org", "tokcli"]);
+    assert!(
+        revoked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&revoked.stderr)
+    );
+    assert!(String::from_utf8_lossy(&revoked.stdout).contains(&id));
+    let refused = cli(grpc, &bearer, &["cert", "list"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("invalid or missing bearer token"));
+    // Revoking again is harmless; an unknown id is not found.
+    let again = cli(grpc, &admin, &["token", "revoke", &id, "--org", "tokcli"]);
+    assert!(again.status.success());
+    let unknown = cli(
+        grpc,
+        &admin,
+        &["token", "revoke", "no-such-id", "--org", "tokcli"],
+    );
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no-such-id"));
+
+    let table = cli(grpc, &admin, &["token", "list", "--org", "tokcli"]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.contains("STATE") && table.contains("revoked"),
+        "{table}"
+    );
+}

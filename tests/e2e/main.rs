@@ -10,6 +10,7 @@ mod dns;
 mod failures;
 mod grpcurl;
 mod issuance;
+mod kms;
 mod lifecycle;
 mod outage;
 mod secrets;

@@ -70,11 +70,13 @@ pub fn hash_secret(secret: &[u8]) -> Vec<u8> {
 }
 
 /// Makes a token with a fresh random secret; nothing is stored yet.
+/// `expires_at_ms`: when it stops authenticating, `None` for never.
 pub fn new_token(
     organization_id: Option<&str>,
     role: Role,
     description: &str,
     now_ms: i64,
+    expires_at_ms: Option<i64>,
 ) -> NewToken {
     let mut secret = [0_u8; SECRET_LEN];
     rand::rng().fill_bytes(&mut secret);
@@ -89,6 +91,7 @@ pub fn new_token(
         created_at: now_ms,
         last_used_at: None,
         revoked_at: None,
+        expires_at: expires_at_ms,
     };
     NewToken { row, bearer }
 }
@@ -100,7 +103,7 @@ pub async fn create_admin_token(
     description: &str,
 ) -> Result<String, ApiError> {
     let now = clock.now_ms();
-    let token = new_token(None, Role::Admin, description, now);
+    let token = new_token(None, Role::Admin, description, now, None);
     let audit = AuditEntry::new(
         None,
         "system",
@@ -113,6 +116,13 @@ pub async fn create_admin_token(
         .await
         .map_err(|error| ApiError::store("create admin token", error))?;
     Ok(token.bearer)
+}
+
+/// Whether the token's lifetime is over at `now_ms`.
+fn is_expired(token: &ApiToken, now_ms: i64) -> bool {
+    token
+        .expires_at
+        .is_some_and(|expires_at| expires_at <= now_ms)
 }
 
 /// Splits a bearer string into token id and secret bytes.
@@ -176,8 +186,12 @@ impl Authenticator {
             None => (vec![0_u8; presented.len()], None),
         };
         let matches = bool::from(presented.ct_eq(&expected));
+        // Unknown, wrong secret, revoked and expired look the same to the caller.
+        let now = self.clock.now_ms();
         let token = match token {
-            Some(token) if matches && token.revoked_at.is_none() => token,
+            Some(token) if matches && token.revoked_at.is_none() && !is_expired(&token, now) => {
+                token
+            }
             _ => return Err(ApiError::Unauthenticated),
         };
         let Ok(role) = Role::parse("role", &token.role) else {
@@ -225,7 +239,7 @@ mod tests {
 
     #[test]
     fn bearer_round_trip() {
-        let token = new_token(Some("org"), Role::Read, "ci", 1);
+        let token = new_token(Some("org"), Role::Read, "ci", 1, None);
         let (id, secret) = parse_bearer(&token.bearer).unwrap();
         assert_eq!(id, token.row.id);
         assert_eq!(hash_secret(&secret), token.row.secret_sha256);
@@ -234,7 +248,7 @@ mod tests {
 
     #[test]
     fn malformed_bearers_are_refused() {
-        let token = new_token(None, Role::Admin, "", 1);
+        let token = new_token(None, Role::Admin, "", 1, None);
         let short = &token.bearer[..token.bearer.len() - 2];
         for bad in [
             "",
@@ -304,7 +318,7 @@ mod tests {
                 .create_organization(organization, audit)
                 .await
                 .unwrap();
-            let token = new_token(Some(&organization.id), Role::Read, "", 1);
+            let token = new_token(Some(&organization.id), Role::Read, "", 1, None);
             let audit = AuditEntry::new(None, "test", "api_token.created", None, 1);
             store.insert_api_token(token.row, audit).await.unwrap();
             bearers.push(token.bearer);
@@ -337,5 +351,63 @@ mod tests {
         let principal = authenticator.authenticate(&metadata(&admin)).await.unwrap();
         assert_eq!(principal.role, Role::Admin);
         assert_eq!(principal.organization_id, None);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn expired_and_revoked_tokens_are_refused_like_unknown_ones() {
+        let (_dir, store, [live, _gone, _admin]) = store_with_tokens().await;
+        let clock = certfleet_core::ManualClock::new();
+        let authenticator = Authenticator::new(store.clone(), clock.clone());
+        let organization = store
+            .find_organization_by_slug("live")
+            .await
+            .unwrap()
+            .unwrap();
+        let now = clock.now_ms();
+        let expiring = new_token(
+            Some(&organization.id),
+            Role::Write,
+            "",
+            now,
+            Some(now + 1000),
+        );
+        let audit = AuditEntry::new(None, "test", "api_token.created", None, now);
+        store.insert_api_token(expiring.row, audit).await.unwrap();
+        assert!(
+            authenticator
+                .authenticate(&metadata(&expiring.bearer))
+                .await
+                .is_ok()
+        );
+        clock.advance(std::time::Duration::from_millis(1000));
+        assert!(matches!(
+            authenticator
+                .authenticate(&metadata(&expiring.bearer))
+                .await,
+            Err(ApiError::Unauthenticated)
+        ));
+
+        // Authenticated (and so touched) just before; refused right after.
+        assert!(authenticator.authenticate(&metadata(&live)).await.is_ok());
+        let (token_id, _) = parse_bearer(&live).unwrap();
+        let audit = AuditEntry::new(None, "test", "api_token.revoked", None, now);
+        store
+            .revoke_api_token(&organization.id, token_id, clock.now_ms(), audit)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(matches!(
+            authenticator.authenticate(&metadata(&live)).await,
+            Err(ApiError::Unauthenticated)
+        ));
+    }
+
+    #[test]
+    fn expiry_is_inclusive_and_none_is_never() {
+        let mut token = new_token(None, Role::Admin, "", 1, Some(100)).row;
+        assert!(!is_expired(&token, 99));
+        assert!(is_expired(&token, 100));
+        token.expires_at = None;
+        assert!(!is_expired(&token, i64::MAX));
     }
 }

@@ -10,6 +10,8 @@ mod dns_providers;
 mod isolation;
 #[path = "api/support.rs"]
 mod support;
+#[path = "api/tokens.rs"]
+mod tokens;
 
 use certfleet_proto::v1 as pb;
 use tonic::Code;
@@ -84,6 +86,7 @@ async fn admin_creates_organizations_and_tokens_with_audit() -> anyhow::Result<(
         organization: "nobody".to_owned(),
         role: pb::Role::Read.into(),
         description: String::new(),
+        expires_in_seconds: 0,
     };
     let status = failure(
         client
@@ -97,6 +100,7 @@ async fn admin_creates_organizations_and_tokens_with_audit() -> anyhow::Result<(
         organization: "acme".to_owned(),
         role: pb::Role::Unspecified.into(),
         description: String::new(),
+        expires_in_seconds: 0,
     };
     let status = failure(
         client

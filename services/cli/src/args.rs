@@ -42,6 +42,15 @@ pub enum LogFormat {
     Json,
 }
 
+/// Where the vault's wrapping key lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum VaultProvider {
+    /// The local master key.
+    Local,
+    /// An AWS KMS key.
+    AwsKms,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Output {
     Table,
@@ -147,6 +156,28 @@ pub struct ServerArgs {
     /// The base64 master key itself (takes precedence over the file).
     #[arg(long, env = "CERTFLEET_MASTER_KEY", hide_env_values = true)]
     pub master_key: Option<String>,
+    /// Which key wraps the data keys of sealed private keys: `local` (the
+    /// master key) or `aws-kms` (the --kms-* settings; no master key then).
+    #[arg(long, env = "CERTFLEET_VAULT_PROVIDER", default_value = "local")]
+    pub vault_provider: VaultProvider,
+    /// aws-kms: the KMS key, as key id, key ARN or alias/NAME.
+    #[arg(long, env = "CERTFLEET_KMS_KEY_ID")]
+    pub kms_key_id: Option<String>,
+    /// aws-kms: the key's region.
+    #[arg(long, env = "CERTFLEET_KMS_REGION", default_value = "us-east-1")]
+    pub kms_region: String,
+    /// aws-kms: another endpoint than AWS's (a KMS-compatible service, a proxy).
+    #[arg(long, env = "CERTFLEET_KMS_ENDPOINT_URL")]
+    pub kms_endpoint_url: Option<String>,
+    /// aws-kms: the access key id of the credentials.
+    #[arg(long, env = "CERTFLEET_KMS_ACCESS_KEY_ID", hide_env_values = true)]
+    pub kms_access_key_id: Option<String>,
+    /// aws-kms: the secret access key of the credentials.
+    #[arg(long, env = "CERTFLEET_KMS_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub kms_secret_access_key: Option<String>,
+    /// aws-kms: the session token of temporary credentials.
+    #[arg(long, env = "CERTFLEET_KMS_SESSION_TOKEN", hide_env_values = true)]
+    pub kms_session_token: Option<String>,
     /// Seconds between scheduler passes (renewals, lost work).
     #[arg(long, env = "CERTFLEET_SCHEDULER_INTERVAL", default_value_t = 30)]
     pub scheduler_interval: u64,
@@ -234,6 +265,20 @@ impl ServerArgs {
                 .master_key_file
                 .unwrap_or_else(|| self.data_dir.join("master.key")),
             master_key: self.master_key,
+            kms: match self.vault_provider {
+                VaultProvider::Local => None,
+                VaultProvider::AwsKms => Some(certfleet_vault::AwsKmsConfig {
+                    key_id: self.kms_key_id.unwrap_or_default(),
+                    region: self.kms_region,
+                    endpoint_url: self.kms_endpoint_url.filter(|url| !url.trim().is_empty()),
+                    access_key_id: self.kms_access_key_id.unwrap_or_default(),
+                    secret_access_key: self.kms_secret_access_key.unwrap_or_default().into(),
+                    session_token: self
+                        .kms_session_token
+                        .filter(|token| !token.is_empty())
+                        .map(Into::into),
+                }),
+            },
             data_dir: self.data_dir,
             grpc_listen: self.grpc_listen,
             grpc_tls: self.grpc_tls_cert.zip(self.grpc_tls_key),
@@ -310,17 +355,56 @@ pub enum RoleArg {
     Bundle,
 }
 
+/// API tokens of organizations. Every `token` command needs the platform admin
+/// token (`--token` or `CERTFLEET_TOKEN`), the one `certfleet dev` prints on
+/// first start.
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
     /// Create an API token for an organization; the secret is shown once.
+    ///
+    /// The token (`cf1.<id>.<secret>`) is printed once and cannot be shown
+    /// again: store it at once. A lost token is revoked (`token revoke`) and
+    /// replaced by a new one.
     Create {
-        /// Organization slug.
-        #[arg(long)]
+        /// Slug of the organization the token belongs to (as given to `org create`).
+        #[arg(long, value_name = "SLUG")]
         org: String,
+        /// What the token may do.
         #[arg(long)]
         role: RoleArg,
+        /// Free text shown by `token list`, e.g. who or what uses the token.
         #[arg(long, default_value = "")]
         description: String,
+        /// Lifetime of the token, a number with a unit: `90d` (days), `12h`
+        /// (hours), `30m` (minutes) or `3600s` (seconds); at most 3650 days.
+        /// Without it the token never expires. An expired token is refused
+        /// like an unknown one.
+        #[arg(long, value_name = "DURATION", value_parser = crate::tokens::parse_lifetime)]
+        expires_in: Option<i64>,
+    },
+    /// List the tokens of an organization, secrets never shown.
+    ///
+    /// Shows each token's id, role, state (active, expired or revoked),
+    /// creation, last use (recorded at most once a minute), expiry and
+    /// description. Revoked and expired tokens stay listed.
+    List {
+        /// Slug of the organization whose tokens are listed.
+        #[arg(long, value_name = "SLUG")]
+        org: String,
+    },
+    /// Revoke a token of an organization; calls with it fail at once.
+    ///
+    /// Revoking a token twice is harmless. The id is the `token id` printed by
+    /// `token create` and listed by `token list` (the part between `cf1.` and
+    /// the second `.` of the token itself). There is no undo: create a new
+    /// token instead.
+    Revoke {
+        /// Id of the token to revoke.
+        id: String,
+        /// Slug of the organization the token belongs to; a token of another
+        /// organization is not found.
+        #[arg(long, value_name = "SLUG")]
+        org: String,
     },
 }
 

@@ -7,16 +7,15 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use certfleet_proto::v1::{
-    self as pb, CertificateStatus, CreateApiTokenRequest, CreateCertificateRequest,
-    CreateOrganizationRequest, DeleteCertificateRequest, GetCertificateBundleRequest,
-    GetCertificateRequest, ListCertificatesRequest, RenewCertificateRequest,
-    RevokeCertificateRequest,
+    self as pb, CertificateStatus, CreateCertificateRequest, CreateOrganizationRequest,
+    DeleteCertificateRequest, GetCertificateBundleRequest, GetCertificateRequest,
+    ListCertificatesRequest, RenewCertificateRequest, RevokeCertificateRequest,
 };
 use certfleet_store::Store;
 
 use crate::args::{
     CertCommand, ChallengeArg, ClientArgs, KeyTypeArg, MigrateArgs, OrgCommand, Output, ReasonArg,
-    RoleArg, StatusArg, TokenCommand,
+    StatusArg,
 };
 use crate::client::{self, Certificates, status_error};
 use crate::output;
@@ -71,38 +70,6 @@ pub(crate) async fn org(args: &ClientArgs, command: OrgCommand) -> anyhow::Resul
                 ]]
             )
         ),
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-pub(crate) async fn token(args: &ClientArgs, command: TokenCommand) -> anyhow::Result<ExitCode> {
-    let TokenCommand::Create {
-        org,
-        role,
-        description,
-    } = command;
-    let (proto_role, role_name) = match role {
-        RoleArg::Read => (pb::Role::Read, "read"),
-        RoleArg::Write => (pb::Role::Write, "write"),
-        RoleArg::Bundle => (pb::Role::Bundle, "bundle"),
-    };
-    let mut organizations = client::organizations(args).await?;
-    let token = organizations
-        .create_api_token(CreateApiTokenRequest {
-            organization: org,
-            role: proto_role as i32,
-            description,
-        })
-        .await
-        .map_err(status_error)?
-        .into_inner();
-    match args.output {
-        Output::Json => println!("{}", output::token_json(&token, role_name)),
-        Output::Table => {
-            println!("token id: {}", token.id);
-            println!("role:     {role_name}");
-            println!("token (shown once; store it now):\n{}", token.token);
-        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,6 +1,6 @@
 //! The embedded mode: API, responder, issuer, scheduler and outbox relay in one
 //! process on one database (SQLite by default), with the in-process bus and a
-//! local master key.
+//! local master key (or an AWS KMS key).
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -16,7 +16,7 @@ use certfleet_api::ApiState;
 use certfleet_bus::{InProcessBus, InProcessJobs, OutboxRelay};
 use certfleet_core::{Clock, SystemClock};
 use certfleet_store::Store;
-use certfleet_vault::{LocalMasterKey, Vault};
+use certfleet_vault::{AwsKms, AwsKmsConfig, KeyWrapper, LocalMasterKey, Vault, VaultError};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tonic::transport::{Identity, ServerTlsConfig};
@@ -32,6 +32,9 @@ pub struct EmbeddedConfig {
     pub database_url: Option<String>,
     pub master_key_file: PathBuf,
     pub master_key: Option<String>,
+    /// `--vault-provider aws-kms`: data keys from this KMS key; the master
+    /// key settings are then unused.
+    pub kms: Option<AwsKmsConfig>,
     pub grpc_listen: SocketAddr,
     /// Certificate and key files of the gRPC API; plaintext without them.
     pub grpc_tls: Option<(PathBuf, PathBuf)>,
@@ -88,7 +91,9 @@ pub async fn start(config: EmbeddedConfig, clock: Arc<dyn Clock>) -> anyhow::Res
             None
         }
     };
-    let key_missing = config.master_key.is_none() && !config.master_key_file.exists();
+    let kms = config.kms.as_ref().map(kms_wrapper).transpose()?;
+    let key_missing =
+        kms.is_none() && config.master_key.is_none() && !config.master_key_file.exists();
     if key_missing && !config.dev {
         bail!(
             "no master key at {}: set CERTFLEET_MASTER_KEY or CERTFLEET_MASTER_KEY_FILE, or create one with `certfleet dev` (it writes <data-dir>/master.key)",
@@ -108,7 +113,11 @@ pub async fn start(config: EmbeddedConfig, clock: Arc<dyn Clock>) -> anyhow::Res
             config.master_key_file.display()
         );
     }
-    let vault = Vault::new(Arc::new(load_master_key(&config).await?));
+    let wrapper: Arc<dyn KeyWrapper> = match kms {
+        Some(kms) => Arc::new(kms),
+        None => Arc::new(load_master_key(&config).await?),
+    };
+    let vault = Vault::new(wrapper);
 
     let admin_token_path = config.data_dir.join("admin-token");
     let new_admin_token = if admin_token_path.exists() {
@@ -313,6 +322,21 @@ fn load_grpc_tls(certificate: &Path, key: &Path) -> anyhow::Result<ServerTlsConf
     Ok(config)
 }
 
+/// The KMS wrapper of the settings, checked before anything is written;
+/// errors name the flag and its variable, never a secret.
+fn kms_wrapper(config: &AwsKmsConfig) -> anyhow::Result<AwsKms> {
+    let kms = AwsKms::new(config).map_err(|error| match error {
+        VaultError::Setting { setting, message } => anyhow::anyhow!(
+            "--{} (CERTFLEET_{}): {message}",
+            setting.replace('_', "-"),
+            setting.to_ascii_uppercase()
+        ),
+        other => anyhow::Error::new(other).context("--vault-provider aws-kms"),
+    })?;
+    tracing::info!(key_id = %config.key_id, region = %config.region, "vault keys wrapped by aws kms");
+    Ok(kms)
+}
+
 async fn load_master_key(config: &EmbeddedConfig) -> anyhow::Result<LocalMasterKey> {
     if let Some(encoded) = &config.master_key {
         return LocalMasterKey::from_base64(encoded).context("CERTFLEET_MASTER_KEY");
@@ -387,4 +411,78 @@ pub(crate) fn write_secret_file(path: &Path, contents: &[u8]) -> anyhow::Result<
     file.write_all(contents)
         .and_then(|()| file.sync_all())
         .with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+    use crate::{Cli, Command};
+
+    const SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+
+    fn server_config(args: &[&str]) -> EmbeddedConfig {
+        let line = ["certfleet", "server"]
+            .into_iter()
+            .chain(args.iter().copied());
+        let Command::Server(server) = Cli::try_parse_from(line).unwrap().command else {
+            panic!("not the server command");
+        };
+        server.into_config(false)
+    }
+
+    #[test]
+    fn the_local_master_key_is_the_default() {
+        assert!(server_config(&[]).kms.is_none());
+        assert!(server_config(&["--vault-provider", "local"]).kms.is_none());
+        assert!(Cli::try_parse_from(["certfleet", "server", "--vault-provider", "vault"]).is_err());
+    }
+
+    #[test]
+    fn aws_kms_settings_are_checked_by_flag_name() {
+        let kms = [
+            "--vault-provider",
+            "aws-kms",
+            "--kms-key-id",
+            "alias/certfleet",
+        ];
+        let credentials = [
+            "--kms-access-key-id",
+            "AKIAIOSFODNN7EXAMPLE",
+            "--kms-secret-access-key",
+            SECRET,
+        ];
+        let config = server_config(&[&kms[..], &credentials[..]].concat());
+        let aws = config.kms.as_ref().unwrap();
+        assert_eq!(aws.region, "us-east-1");
+        assert_eq!(aws.endpoint_url, None);
+        let wrapper = kms_wrapper(aws).unwrap();
+        assert_eq!(wrapper.key_id(), "aws-kms:alias/certfleet");
+        assert!(!format!("{config:?}").contains(SECRET));
+
+        let config = server_config(&["--vault-provider", "aws-kms"]);
+        let error = kms_wrapper(config.kms.as_ref().unwrap()).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("--kms-key-id (CERTFLEET_KMS_KEY_ID): is required"),
+            "{error}"
+        );
+        let bad_secret = [
+            "--kms-access-key-id",
+            "AKIAIOSFODNN7EXAMPLE",
+            "--kms-secret-access-key",
+            "shown nowhere",
+        ];
+        let config = server_config(&[&kms[..], &bad_secret[..]].concat());
+        let error = kms_wrapper(config.kms.as_ref().unwrap()).unwrap_err();
+        let text = error.to_string();
+        assert!(
+            text.starts_with("--kms-secret-access-key (CERTFLEET_KMS_SECRET_ACCESS_KEY)"),
+            "{text}"
+        );
+        assert!(!text.contains("shown nowhere"), "{text}");
+    }
 }

@@ -7,6 +7,7 @@ mod commands;
 mod dns;
 pub mod embedded;
 mod output;
+mod tokens;
 mod wait;
 
 use std::process::ExitCode;
@@ -24,7 +25,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         }
         Command::Migrate(migrate) => commands::migrate(migrate).await,
         Command::Org(org) => commands::org(&cli.client, org).await,
-        Command::Token(token) => commands::token(&cli.client, token).await,
+        Command::Token(token) => tokens::run(&cli.client, token).await,
         Command::Cert(cert) => commands::cert(&cli.client, cert).await,
         Command::Dns(dns) => dns::run(&cli.client, dns).await,
     };

@@ -1,8 +1,7 @@
 //! Table and JSON renderings of API messages.
 
 use certfleet_proto::v1::{
-    ApiToken, Certificate, CertificateStatus, CertificateVersion, ChallengeType, KeyType,
-    Organization,
+    Certificate, CertificateStatus, CertificateVersion, ChallengeType, KeyType, Organization,
 };
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -90,16 +89,6 @@ pub(crate) fn organization_json(organization: &Organization) -> Value {
         "name": organization.name,
         "contact_email": organization.contact_email,
         "created_at": timestamp(organization.created_at),
-    })
-}
-
-pub(crate) fn token_json(token: &ApiToken, role: &str) -> Value {
-    json!({
-        "id": token.id,
-        "organization_id": token.organization_id,
-        "role": role,
-        "token": token.token,
-        "created_at": timestamp(token.created_at),
     })
 }
 

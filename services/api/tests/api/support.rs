@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use certfleet_api::{ApiState, create_admin_token};
 use certfleet_bus::{InProcessBus, Job, OutboxRelay};
-use certfleet_core::{Clock, SystemClock};
+use certfleet_core::{Clock, ManualClock, SystemClock};
 use certfleet_proto::v1 as pb;
 use certfleet_proto::v1::certificate_service_client::CertificateServiceClient;
 use certfleet_proto::v1::dns_provider_service_client::DnsProviderServiceClient;
@@ -38,6 +38,8 @@ pub struct TestApp {
     pub store: Store,
     pub vault: Vault,
     pub admin_token: String,
+    /// The API's clock: the wall clock until a test moves it.
+    pub clock: Arc<ManualClock>,
     jobs: Mutex<mpsc::UnboundedReceiver<Job>>,
     stop: Option<oneshot::Sender<()>>,
     server: JoinHandle<()>,
@@ -91,7 +93,8 @@ impl TestApp {
             Arc::new(bus.clone()),
             Duration::from_millis(50),
         );
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let manual_clock = ManualClock::new();
+        let clock: Arc<dyn Clock> = manual_clock.clone();
         let admin_token = create_admin_token(&store, clock.as_ref(), "tests").await?;
         let state = ApiState {
             store: store.clone(),
@@ -119,6 +122,7 @@ impl TestApp {
             store,
             vault,
             admin_token,
+            clock: manual_clock,
             jobs: Mutex::new(jobs),
             stop: Some(stop),
             server,
@@ -177,6 +181,7 @@ impl TestApp {
                         organization: slug.to_owned(),
                         role: role.into(),
                         description: format!("{slug} {}", role.as_str_name()),
+                        expires_in_seconds: 0,
                     },
                     &self.admin_token,
                 ))

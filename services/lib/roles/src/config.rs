@@ -11,6 +11,8 @@ use certfleet_acme::SelfCheckConfig;
 use certfleet_dns::{DnsPolicy, DnsSettings, LookupConfig};
 use serde::Deserialize;
 
+use crate::vault::{KmsSettings, MasterKeySource, VaultKeySource, VaultProvider, kms_config};
+
 /// Where new certificates come from when no CA is configured.
 const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
 
@@ -60,6 +62,14 @@ pub struct Settings {
     pub amqp_url: Option<String>,
     pub master_key: Option<String>,
     pub master_key_file: Option<PathBuf>,
+    /// `local` (the master key) or `aws-kms`.
+    pub vault_provider: Option<VaultProvider>,
+    pub kms_key_id: Option<String>,
+    pub kms_region: Option<String>,
+    pub kms_endpoint_url: Option<String>,
+    pub kms_access_key_id: Option<String>,
+    pub kms_secret_access_key: Option<String>,
+    pub kms_session_token: Option<String>,
     pub ca_directory: Option<String>,
     pub ca_root: Option<PathBuf>,
     pub grpc_listen: Option<SocketAddr>,
@@ -103,6 +113,13 @@ impl Settings {
             amqp_url,
             master_key,
             master_key_file,
+            vault_provider,
+            kms_key_id,
+            kms_region,
+            kms_endpoint_url,
+            kms_access_key_id,
+            kms_secret_access_key,
+            kms_session_token,
             ca_directory,
             ca_root,
             grpc_listen,
@@ -132,24 +149,6 @@ impl Settings {
     }
 }
 
-/// Where the master key comes from.
-#[derive(Clone)]
-pub enum MasterKeySource {
-    /// The base64 key itself (`CERTFLEET_MASTER_KEY`).
-    Inline(String),
-    /// A file holding the base64 key (`CERTFLEET_MASTER_KEY_FILE`).
-    File(PathBuf),
-}
-
-impl std::fmt::Debug for MasterKeySource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            MasterKeySource::Inline(_) => f.write_str("Inline(***)"),
-            MasterKeySource::File(path) => f.debug_tuple("File").field(path).finish(),
-        }
-    }
-}
-
 /// The validated settings of one role process.
 #[derive(Clone)]
 pub struct RoleConfig {
@@ -161,8 +160,8 @@ pub struct RoleConfig {
     pub database_pool_size: usize,
     /// Set for every role but the responder.
     pub amqp_url: Option<String>,
-    /// Set for the api and the issuer.
-    pub master_key: Option<MasterKeySource>,
+    /// The key wrapping sealed secrets; set for the api and the issuer.
+    pub vault_key: Option<VaultKeySource>,
     pub ca_directory: String,
     pub ca_root: Option<PathBuf>,
     pub grpc_listen: SocketAddr,
@@ -183,7 +182,7 @@ impl std::fmt::Debug for RoleConfig {
         f.debug_struct("RoleConfig")
             .field("role", &self.role)
             .field("instance_id", &self.instance_id)
-            .field("master_key", &self.master_key)
+            .field("vault_key", &self.vault_key)
             .field("ca_directory", &self.ca_directory)
             .field("grpc_listen", &self.grpc_listen)
             .field("http01_listen", &self.http01_listen)
@@ -239,14 +238,30 @@ impl RoleConfig {
             ),
             None => None,
         };
-        let master_key = match (settings.master_key, settings.master_key_file) {
-            (Some(key), _) if !key.trim().is_empty() => Some(MasterKeySource::Inline(key)),
-            (_, Some(path)) => Some(MasterKeySource::File(path)),
-            _ if role.needs_master_key() => bail!(
-                "no master key: the {} needs CERTFLEET_MASTER_KEY (base64) or CERTFLEET_MASTER_KEY_FILE; the distributed roles never generate one (create it once, e.g. with `certfleet dev`, and give the same key to every api and issuer)",
-                role.name()
-            ),
-            _ => None,
+        let vault_key = match settings.vault_provider.unwrap_or_default() {
+            // Only the roles that seal need (and check) the KMS settings.
+            VaultProvider::AwsKms if role.needs_master_key() => {
+                Some(VaultKeySource::AwsKms(kms_config(KmsSettings {
+                    key_id: settings.kms_key_id,
+                    region: settings.kms_region,
+                    endpoint_url: settings.kms_endpoint_url,
+                    access_key_id: settings.kms_access_key_id,
+                    secret_access_key: settings.kms_secret_access_key,
+                    session_token: settings.kms_session_token,
+                })?))
+            }
+            VaultProvider::AwsKms => None,
+            VaultProvider::Local => match (settings.master_key, settings.master_key_file) {
+                (Some(key), _) if !key.trim().is_empty() => {
+                    Some(VaultKeySource::Local(MasterKeySource::Inline(key)))
+                }
+                (_, Some(path)) => Some(VaultKeySource::Local(MasterKeySource::File(path))),
+                _ if role.needs_master_key() => bail!(
+                    "no master key: the {} needs CERTFLEET_MASTER_KEY (base64) or CERTFLEET_MASTER_KEY_FILE (or vault_provider = aws-kms with the kms_* settings); the distributed roles never generate one (create it once, e.g. with `certfleet dev`, and give the same key to every api and issuer)",
+                    role.name()
+                ),
+                _ => None,
+            },
         };
         let ca_directory = settings
             .ca_directory
@@ -293,7 +308,7 @@ impl RoleConfig {
             database_url,
             database_pool_size,
             amqp_url,
-            master_key,
+            vault_key,
             ca_directory,
             ca_root: settings.ca_root,
             grpc_listen: settings
@@ -560,6 +575,110 @@ mod tests {
             "{error}"
         );
         assert!(RoleConfig::validate(Role::Scheduler, settings).is_ok());
+    }
+
+    #[test]
+    fn aws_kms_replaces_the_master_key() {
+        let kms = Settings {
+            master_key_file: None,
+            vault_provider: Some(VaultProvider::AwsKms),
+            kms_key_id: Some("alias/certfleet".to_owned()),
+            kms_access_key_id: Some("AKIAIOSFODNN7EXAMPLE".to_owned()),
+            kms_secret_access_key: Some("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".to_owned()),
+            ..minimal()
+        };
+        let config = RoleConfig::validate(Role::Issuer, kms.clone()).unwrap();
+        let Some(VaultKeySource::AwsKms(aws)) = &config.vault_key else {
+            panic!("not aws-kms: {config:?}");
+        };
+        assert_eq!(aws.key_id, "alias/certfleet");
+        assert_eq!(aws.region, "us-east-1");
+        assert_eq!(aws.endpoint_url, None);
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("wJalrXUtnFEMI"), "{shown}");
+        // The scheduler seals nothing: no KMS settings needed.
+        let scheduler = Settings {
+            kms_key_id: None,
+            ..kms.clone()
+        };
+        assert!(
+            RoleConfig::validate(Role::Scheduler, scheduler)
+                .unwrap()
+                .vault_key
+                .is_none()
+        );
+
+        let bad = [
+            (
+                Settings {
+                    kms_key_id: None,
+                    ..kms.clone()
+                },
+                "kms_key_id (CERTFLEET_KMS_KEY_ID): is required",
+            ),
+            (
+                Settings {
+                    kms_region: Some("EU West".to_owned()),
+                    ..kms.clone()
+                },
+                "kms_region (CERTFLEET_KMS_REGION)",
+            ),
+            (
+                Settings {
+                    kms_endpoint_url: Some("moto:5000".to_owned()),
+                    ..kms.clone()
+                },
+                "kms_endpoint_url (CERTFLEET_KMS_ENDPOINT_URL)",
+            ),
+            (
+                Settings {
+                    kms_access_key_id: None,
+                    ..kms.clone()
+                },
+                "kms_access_key_id (CERTFLEET_KMS_ACCESS_KEY_ID)",
+            ),
+            (
+                Settings {
+                    kms_secret_access_key: Some("secret with spaces".to_owned()),
+                    ..kms.clone()
+                },
+                "kms_secret_access_key (CERTFLEET_KMS_SECRET_ACCESS_KEY)",
+            ),
+        ];
+        for (settings, expected) in bad {
+            let error = format!(
+                "{:#}",
+                RoleConfig::validate(Role::Api, settings).unwrap_err()
+            );
+            assert!(error.contains(expected), "{expected}: {error}");
+            assert!(!error.contains("with spaces"), "{error}");
+        }
+    }
+
+    #[test]
+    fn the_vault_settings_come_from_the_file() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("certfleet.toml");
+        std::fs::write(
+            &path,
+            "vault_provider = \"aws-kms\"\nkms_key_id = \"alias/certfleet\"\nkms_region = \"eu-west-1\"\nkms_endpoint_url = \"http://127.0.0.1:5000\"\n",
+        )
+        .unwrap();
+        let given = Settings {
+            kms_access_key_id: Some("AKIAIOSFODNN7EXAMPLE".to_owned()),
+            kms_secret_access_key: Some("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".to_owned()),
+            ..minimal()
+        };
+        let config = RoleConfig::load(Role::Api, Some(&path), given).unwrap();
+        let Some(VaultKeySource::AwsKms(aws)) = &config.vault_key else {
+            panic!("not aws-kms: {config:?}");
+        };
+        assert_eq!(aws.region, "eu-west-1");
+        assert_eq!(aws.endpoint_url.as_deref(), Some("http://127.0.0.1:5000"));
+
+        std::fs::write(&path, "vault_provider = \"vault\"\n").unwrap();
+        let error = RoleConfig::load(Role::Api, Some(&path), minimal()).unwrap_err();
+        assert!(format!("{error:#}").contains("vault_provider"), "{error:#}");
     }
 
     #[test]

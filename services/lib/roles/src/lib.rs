@@ -9,13 +9,15 @@ mod args;
 mod config;
 mod roles;
 mod runtime;
+mod vault;
 
 pub use args::{
     ApiCli, BrokerArgs, CaArgs, CommonArgs, DnsArgs, GrpcArgs, IssuerArgs, IssuerCli,
     ResponderArgs, ResponderCli, RoleCli, SchedulerArgs, SchedulerCli, VaultArgs,
 };
-pub use config::{LogFormat, MasterKeySource, Role, RoleConfig, Settings};
+pub use config::{LogFormat, Role, RoleConfig, Settings};
 pub use roles::{create_admin_token, run_api, run_issuer, run_responder, run_scheduler};
+pub use vault::{MasterKeySource, VaultKeySource, VaultProvider};
 
 /// Parses the command line of role `C`, validates the configuration and runs
 /// the role until SIGTERM/SIGINT. A configuration error exits with status 2.

@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
@@ -12,12 +11,12 @@ use axum::routing::get;
 use certfleet_bus::OutboxRelay;
 use certfleet_bus::rabbitmq::RabbitConfig;
 use certfleet_store::Store;
-use certfleet_vault::{LocalMasterKey, Vault};
+use certfleet_vault::Vault;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::{Identity, ServerTlsConfig};
 
-use crate::config::{LogFormat, MasterKeySource, RoleConfig};
+use crate::config::{LogFormat, RoleConfig};
 
 /// How long a role waits for PostgreSQL (and, but for the api, the schema) at start.
 const DATABASE_WAIT: Duration = Duration::from_secs(60);
@@ -136,16 +135,12 @@ pub async fn open_store(config: &RoleConfig, migrate: bool) -> anyhow::Result<St
 }
 
 pub async fn open_vault(config: &RoleConfig) -> anyhow::Result<Vault> {
-    let key = match &config.master_key {
-        Some(MasterKeySource::Inline(encoded)) => {
-            LocalMasterKey::from_base64(encoded.trim()).context("CERTFLEET_MASTER_KEY")?
-        }
-        Some(MasterKeySource::File(path)) => LocalMasterKey::load_file(path)
-            .await
-            .with_context(|| format!("CERTFLEET_MASTER_KEY_FILE {}", path.display()))?,
-        None => bail!("no master key: set CERTFLEET_MASTER_KEY or CERTFLEET_MASTER_KEY_FILE"),
+    let Some(source) = &config.vault_key else {
+        bail!(
+            "no master key: set CERTFLEET_MASTER_KEY or CERTFLEET_MASTER_KEY_FILE (or vault_provider = aws-kms)"
+        );
     };
-    Ok(Vault::new(Arc::new(key)))
+    crate::vault::open_vault_key(source).await
 }
 
 pub fn rabbit_config(config: &RoleConfig) -> anyhow::Result<RabbitConfig> {

@@ -32,6 +32,9 @@ pub struct ApiToken {
     pub created_at: i64,
     pub last_used_at: Option<i64>,
     pub revoked_at: Option<i64>,
+    /// From this time (Unix milliseconds) the token no longer authenticates;
+    /// `None`: never.
+    pub expires_at: Option<i64>,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]

@@ -116,6 +116,60 @@ impl Store {
         })
     }
 
+    /// The tokens of an organization, revoked and expired ones included, oldest first.
+    pub async fn list_api_tokens(
+        &self,
+        organization_id: &str,
+    ) -> Result<Vec<ApiToken>, StoreError> {
+        with_conn!(self, |conn| {
+            Ok(api_tokens::table
+                .filter(api_tokens::organization_id.eq(organization_id))
+                .order((api_tokens::created_at.asc(), api_tokens::id.asc()))
+                .select(ApiToken::as_select())
+                .load(conn)
+                .await?)
+        })
+    }
+
+    /// Revokes a token of the organization and audits it; `None` when the
+    /// organization has no such token. A token revoked already is returned
+    /// unchanged (no second audit entry).
+    pub async fn revoke_api_token(
+        &self,
+        organization_id: &str,
+        token_id: &str,
+        now_ms: i64,
+        audit: AuditEntry,
+    ) -> Result<Option<ApiToken>, StoreError> {
+        transaction!(self, |conn| {
+            let token = api_tokens::table
+                .find(token_id)
+                .filter(api_tokens::organization_id.eq(organization_id))
+                .select(ApiToken::as_select())
+                .first(conn)
+                .await
+                .optional()?;
+            let Some(mut token) = token else {
+                return Ok(None);
+            };
+            if token.revoked_at.is_some() {
+                return Ok(Some(token));
+            }
+            diesel::update(api_tokens::table.find(token_id))
+                .filter(api_tokens::organization_id.eq(organization_id))
+                .filter(api_tokens::revoked_at.is_null())
+                .set(api_tokens::revoked_at.eq(now_ms))
+                .execute(conn)
+                .await?;
+            diesel::insert_into(audit_log::table)
+                .values(&audit)
+                .execute(conn)
+                .await?;
+            token.revoked_at = Some(now_ms);
+            Ok(Some(token))
+        })
+    }
+
     /// Records use of a token, at most once a minute per token.
     pub async fn touch_api_token(&self, token_id: &str, now_ms: i64) -> Result<(), StoreError> {
         with_conn!(self, |conn| {

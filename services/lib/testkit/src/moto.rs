@@ -1,6 +1,7 @@
 //! A throwaway moto server (PyPI `moto[server]`) standing in for Amazon Route 53
-//! on a free loopback port, with helpers that create hosted zones and read TXT
-//! records through Route 53's REST XML API (moto checks no signature).
+//! and AWS KMS on a free loopback port, with helpers that create hosted zones
+//! and read TXT records through Route 53's REST XML API, and create KMS keys
+//! through KMS's JSON API (moto checks no signature unless asked to).
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -18,6 +19,7 @@ const START_ATTEMPTS: usize = 3;
 const API: &str = "2013-04-01";
 /// Moto picks the service from the credential scope of the signature.
 const AUTHORIZATION: &str = "Authorization: AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20200101/us-east-1/route53/aws4_request, SignedHeaders=host, Signature=0";
+const KMS_AUTHORIZATION: &str = "Authorization: AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20200101/us-east-1/kms/aws4_request, SignedHeaders=host, Signature=0";
 
 /// A running `moto_server`; killed on drop.
 #[derive(Debug)]
@@ -31,10 +33,21 @@ pub struct Moto {
 impl Moto {
     /// Starts `moto_server` and waits (up to 30 s) until it answers.
     pub async fn start() -> anyhow::Result<Moto> {
+        Self::start_with(None).await
+    }
+
+    /// Like [`Moto::start`], but moto checks the credentials of every request
+    /// after the first `unchecked` ones (which the test spends on set-up):
+    /// only keys of moto's own IAM are accepted, so any given key is refused.
+    pub async fn start_checking_credentials(unchecked: u32) -> anyhow::Result<Moto> {
+        Self::start_with(Some(unchecked)).await
+    }
+
+    async fn start_with(unchecked: Option<u32>) -> anyhow::Result<Moto> {
         let program = require_program("moto_server")?;
         let mut last_error = None;
         for _ in 0..START_ATTEMPTS {
-            match Self::start_once(&program).await {
+            match Self::start_once(&program, unchecked).await {
                 Ok(moto) => return Ok(moto),
                 Err(error) if error.to_string().contains("Address already in use") => {
                     last_error = Some(error);
@@ -45,7 +58,7 @@ impl Moto {
         Err(last_error.unwrap_or_else(|| anyhow::anyhow!("moto_server did not start")))
     }
 
-    async fn start_once(program: &Path) -> anyhow::Result<Moto> {
+    async fn start_once(program: &Path, unchecked: Option<u32>) -> anyhow::Result<Moto> {
         let log_dir = tempfile::Builder::new()
             .prefix("certfleet-moto-")
             .tempdir()
@@ -55,7 +68,11 @@ impl Moto {
             .with_context(|| format!("creating {}", log_path.display()))?;
         let log_for_stderr = log.try_clone().context("opening the moto log twice")?;
         let port = free_port();
-        let child = child_command(program, false)
+        let mut command = child_command(program, false);
+        if let Some(unchecked) = unchecked {
+            command.env("INITIAL_NO_AUTH_ACTION_COUNT", unchecked.to_string());
+        }
+        let child = command
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .current_dir(log_dir.path())
             .stdin(Stdio::null())
@@ -140,6 +157,49 @@ impl Moto {
                 format!("moto's answer to creating {name} lacks the zone id: {answer}")
             })?;
         Ok(id.trim_start_matches("/hostedzone/").to_owned())
+    }
+
+    /// Creates a symmetric KMS key (`TrentService.CreateKey`); returns its id.
+    pub async fn create_kms_key(&self) -> anyhow::Result<String> {
+        let answer = self
+            .kms_request("CreateKey", r#"{"Description":"certfleet test key"}"#)
+            .await?;
+        answer["KeyMetadata"]["KeyId"]
+            .as_str()
+            .map(str::to_owned)
+            .with_context(|| format!("moto's answer to CreateKey lacks the key id: {answer}"))
+    }
+
+    /// Points `alias` (`alias/NAME`) at the key `key_id`.
+    pub async fn create_kms_alias(&self, alias: &str, key_id: &str) -> anyhow::Result<()> {
+        let body = serde_json::json!({ "AliasName": alias, "TargetKeyId": key_id });
+        self.kms_request("CreateAlias", &body.to_string()).await?;
+        Ok(())
+    }
+
+    /// One KMS JSON API call; the body of a 2xx answer.
+    async fn kms_request(&self, action: &str, body: &str) -> anyhow::Result<serde_json::Value> {
+        let target = format!("X-Amz-Target: TrentService.{action}");
+        let args = [
+            "-X",
+            "POST",
+            "-H",
+            KMS_AUTHORIZATION,
+            "-H",
+            "Content-Type: application/x-amz-json-1.1",
+            "-H",
+            &target,
+            "--data-binary",
+            body,
+        ];
+        let url = format!("{}/", self.endpoint_url());
+        let CurlResponse { status, body } = curl(None, &args, &url).await?;
+        let body = String::from_utf8_lossy(&body).into_owned();
+        if !(200..300).contains(&status) {
+            bail!("moto answered KMS {action} with HTTP {status}: {body}");
+        }
+        serde_json::from_str(&body)
+            .with_context(|| format!("moto's answer to KMS {action} is not JSON: {body}"))
     }
 
     /// The TXT values at `name` (no trailing dot) in the zone, as stored

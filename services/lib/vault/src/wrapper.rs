@@ -52,8 +52,8 @@ pub struct WrappedKey {
     pub ciphertext: Vec<u8>,
 }
 
-/// Produces and unwraps data keys; implemented by the local master key and,
-/// later, by a KMS client (`GenerateDataKey` / `Decrypt` with the context).
+/// Produces and unwraps data keys; implemented by the local master key and
+/// by AWS KMS (`GenerateDataKey` / `Decrypt` with the context).
 #[async_trait]
 pub trait KeyWrapper: Send + Sync + fmt::Debug {
     /// Identifies the wrapping key; stored in every sealed blob.

@@ -4,7 +4,12 @@ use certfleet_store::{ApiToken, AuditEntry, Organization, Store, StoreError, new
 
 use crate::support::{NOW, SECOND, organization};
 
-on_both_backends!(migrate_twice_is_a_noop, organizations, api_tokens);
+on_both_backends!(
+    migrate_twice_is_a_noop,
+    organizations,
+    api_tokens,
+    listing_and_revoking_tokens
+);
 
 async fn migrate_twice_is_a_noop(store: &Store) -> anyhow::Result<()> {
     // The harness migrated once already.
@@ -75,6 +80,7 @@ fn token(organization_id: Option<&str>, role: &str, revoked_at: Option<i64>) -> 
         created_at: NOW,
         last_used_at: None,
         revoked_at,
+        expires_at: None,
     }
 }
 
@@ -117,5 +123,72 @@ async fn api_tokens(store: &Store) -> anyhow::Result<()> {
         Some(NOW + 61 * SECOND)
     );
     assert_eq!(store.audit_entries(&acme.id, 10).await?.len(), 4);
+    Ok(())
+}
+
+async fn listing_and_revoking_tokens(store: &Store) -> anyhow::Result<()> {
+    let acme = organization(store, "acme").await?;
+    let globex = organization(store, "globex").await?;
+    let audit = |organization_id: &str| {
+        AuditEntry::new(Some(organization_id), "admin", "token.create", None, NOW)
+    };
+    let mut first = token(Some(&acme.id), "read", None);
+    first.expires_at = Some(NOW + 3600 * SECOND);
+    let first = store.insert_api_token(first, audit(&acme.id)).await?;
+    let mut second = token(Some(&acme.id), "write", None);
+    second.created_at = NOW + SECOND;
+    let second = store.insert_api_token(second, audit(&acme.id)).await?;
+    let theirs = store
+        .insert_api_token(token(Some(&globex.id), "read", None), audit(&globex.id))
+        .await?;
+    let admin = store
+        .insert_api_token(token(None, "admin", None), audit(&acme.id))
+        .await?;
+
+    // Only the organization's own tokens, oldest first, with their expiry.
+    let listed = store.list_api_tokens(&acme.id).await?;
+    let ids: Vec<&str> = listed.iter().map(|token| token.id.as_str()).collect();
+    assert_eq!(ids, [first.id.as_str(), second.id.as_str()]);
+    assert_eq!(listed[0].expires_at, Some(NOW + 3600 * SECOND));
+    assert_eq!(listed[1].expires_at, None);
+
+    // Another organization's token, a platform token and an unknown id are not found.
+    let revoke_audit = || AuditEntry::new(Some(&acme.id), "admin", "token.revoke", None, NOW);
+    for other in [&theirs.id, &admin.id, &new_id()] {
+        let revoked = store
+            .revoke_api_token(&acme.id, other, NOW + 2 * SECOND, revoke_audit())
+            .await?;
+        assert!(revoked.is_none(), "{other}");
+    }
+    assert!(store.find_api_token(&theirs.id).await?.is_some());
+    assert!(store.find_api_token(&admin.id).await?.is_some());
+
+    let revoked = store
+        .revoke_api_token(&acme.id, &second.id, NOW + 2 * SECOND, revoke_audit())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("second token not found for revocation"))?;
+    assert_eq!(revoked.revoked_at, Some(NOW + 2 * SECOND));
+    assert!(store.find_api_token(&second.id).await?.is_none());
+    // Revoking again keeps the first revocation time and is audited once.
+    let again = store
+        .revoke_api_token(&acme.id, &second.id, NOW + 9 * SECOND, revoke_audit())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("revoked token not found the second time"))?;
+    assert_eq!(again.revoked_at, Some(NOW + 2 * SECOND));
+    let actions: Vec<String> = store
+        .audit_entries(&acme.id, 20)
+        .await?
+        .into_iter()
+        .map(|entry| entry.action)
+        .filter(|action| action == "token.revoke")
+        .collect();
+    assert_eq!(actions.len(), 1);
+
+    // Revoked tokens stay listed, with the time of revocation.
+    let listed = store.list_api_tokens(&acme.id).await?;
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0].revoked_at, None);
+    assert_eq!(listed[1].revoked_at, Some(NOW + 2 * SECOND));
+    assert!(store.list_api_tokens(&new_id()).await?.is_empty());
     Ok(())
 }
