@@ -177,6 +177,7 @@ pub fn embedded_config(pebble: &Pebble, data_dir: &Path) -> EmbeddedConfig {
         kms: None,
         grpc_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         grpc_tls: None,
+        grpc_tls_client_ca: None,
         http01_listen: http01,
         self_check_addr: Some(http01),
         self_check: true,

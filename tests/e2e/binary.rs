@@ -447,4 +447,58 @@ async fn cli_creates_lists_and_revokes_tokens() {
         table.contains("STATE") && table.contains("revoked"),
         "{table}"
     );
+
+    // The audit log shows the revocation: who, what, from where.
+    let audit = cli(
+        grpc,
+        &admin,
+        &[
+            "audit",
+            "--org",
+            "tokcli",
+            "--action",
+            "api_token.",
+            "--since",
+            "1h",
+            "--output",
+            "json",
+        ],
+    );
+    assert!(
+        audit.status.success(),
+        "{}",
+        String::from_utf8_lossy(&audit.stderr)
+    );
+    let entries: serde_json::Value = serde_json::from_slice(&audit.stdout).unwrap();
+    let entries = entries.as_array().unwrap();
+    assert!(
+        entries
+            .iter()
+            .all(|entry| entry["action"].as_str().unwrap().starts_with("api_token.")),
+        "{entries:?}"
+    );
+    let admin_id = admin.trim().split('.').nth(1).unwrap();
+    let revocation = entries
+        .iter()
+        .find(|entry| entry["action"] == "api_token.revoked" && entry["target_id"] == id.as_str())
+        .unwrap_or_else(|| panic!("no revocation of {id} in {entries:?}"));
+    assert_eq!(revocation["actor"], admin_id);
+    assert_eq!(revocation["organization"], "tokcli");
+    assert_eq!(revocation["remote_addr"], "127.0.0.1");
+    let limited = cli(grpc, &admin, &["audit", "--limit", "1", "--output", "json"]);
+    let limited: serde_json::Value = serde_json::from_slice(&limited.stdout).unwrap();
+    assert_eq!(limited.as_array().map(Vec::len), Some(1));
+    let table = cli(grpc, &admin, &["audit", "--org", "tokcli"]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.contains("FROM") && table.contains("api_token.revoked"),
+        "{table}"
+    );
+    let denied = cli(grpc, &write, &["audit"]);
+    assert!(!denied.status.success());
+    assert!(
+        String::from_utf8_lossy(&denied.stderr).contains("platform admin token"),
+        "{}",
+        String::from_utf8_lossy(&denied.stderr)
+    );
 }

@@ -9,6 +9,15 @@ use certfleet_core::{
 use certfleet_proto::v1 as pb;
 use certfleet_store::{Certificate, CertificateVersion, PageCursor};
 
+/// The caller's IP address as recorded in the audit log; `None` when the
+/// transport gives none (in-process tests). The port is left out: it changes
+/// with every connection and says nothing about who called.
+pub fn remote_ip<T>(request: &tonic::Request<T>) -> Option<String> {
+    request
+        .remote_addr()
+        .map(|address| address.ip().to_string())
+}
+
 /// Unix milliseconds to Unix seconds.
 pub fn seconds(ms: i64) -> i64 {
     ms.div_euclid(1000)

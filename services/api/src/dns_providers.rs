@@ -39,6 +39,8 @@ impl std::fmt::Debug for DnsProviderApi {
 struct Caller {
     organization_id: String,
     token_id: String,
+    /// Recorded in the audit entries the call writes.
+    remote_addr: Option<String>,
 }
 
 fn not_found(id_or_name: &str) -> ApiError {
@@ -62,6 +64,7 @@ impl DnsProviderApi {
         Ok(Caller {
             organization_id,
             token_id: principal.token_id,
+            remote_addr: crate::convert::remote_ip(request),
         })
     }
 
@@ -118,7 +121,8 @@ impl DnsProviderApi {
             "dns_provider.created",
             Some(&id),
             now,
-        );
+        )
+        .from_remote(caller.remote_addr.as_deref());
         // Names only: a secret value must never reach the audit log.
         audit.details = format!("name {} kind {kind}", row.name);
         let effects = Effects {
@@ -232,7 +236,8 @@ impl DnsProviderApi {
             "dns_provider.deleted",
             Some(&row.id),
             now,
-        );
+        )
+        .from_remote(caller.remote_addr.as_deref());
         audit.details = format!("name {}", row.name);
         let effects = Effects {
             outbox: Vec::new(),

@@ -1,5 +1,7 @@
 //! OrganizationService: tenants and their API tokens, for platform admin tokens only.
 
+mod audit;
+
 use certfleet_core::{InputError, Role, validate_email, validate_slug};
 use certfleet_proto::v1 as pb;
 use certfleet_proto::v1::organization_service_server::OrganizationService;
@@ -7,7 +9,7 @@ use certfleet_store::{ApiToken, AuditEntry, Organization, new_id};
 use tonic::{Request, Response, Status};
 
 use crate::auth::{Authenticator, new_token};
-use crate::convert::{optional_seconds, role_from_proto, role_to_proto, seconds};
+use crate::convert::{optional_seconds, remote_ip, role_from_proto, role_to_proto, seconds};
 use crate::{ApiError, ApiState};
 
 const MAX_NAME_CHARS: usize = 200;
@@ -15,6 +17,14 @@ const MAX_DESCRIPTION_CHARS: usize = 200;
 /// The longest token lifetime accepted (ten years): a longer one is more
 /// likely a unit mistake than an intent; 0 asks for a token that never expires.
 const MAX_EXPIRES_IN_SECONDS: i64 = 10 * 365 * 24 * 3600;
+
+/// An authorized platform admin caller.
+#[derive(Debug, Clone)]
+struct Admin {
+    token_id: String,
+    /// Recorded in the audit entries the call writes.
+    remote_addr: Option<String>,
+}
 
 /// The gRPC implementation of `certfleet.v1.OrganizationService`.
 #[derive(Clone)]
@@ -34,16 +44,19 @@ impl OrganizationApi {
         OrganizationApi { state, auth }
     }
 
-    /// The admin token id of the caller.
-    async fn admin<T>(&self, request: &Request<T>) -> Result<String, ApiError> {
+    /// The caller, when it holds a platform admin token.
+    async fn admin<T>(&self, request: &Request<T>) -> Result<Admin, ApiError> {
         let principal = self.auth.authenticate(request.metadata()).await?;
         principal.platform_admin()?;
-        Ok(principal.token_id)
+        Ok(Admin {
+            token_id: principal.token_id,
+            remote_addr: remote_ip(request),
+        })
     }
 
     async fn new_organization(
         &self,
-        actor: &str,
+        actor: &Admin,
         request: pb::CreateOrganizationRequest,
     ) -> Result<pb::Organization, ApiError> {
         validate_slug("slug", &request.slug)?;
@@ -61,11 +74,12 @@ impl OrganizationApi {
         };
         let mut audit = AuditEntry::new(
             Some(&organization.id),
-            actor,
+            &actor.token_id,
             "organization.created",
             Some(&organization.id),
             now,
-        );
+        )
+        .from_remote(actor.remote_addr.as_deref());
         audit.details = organization.slug.clone();
         let created = self
             .state
@@ -85,7 +99,7 @@ impl OrganizationApi {
 
     async fn new_api_token(
         &self,
-        actor: &str,
+        actor: &Admin,
         request: pb::CreateApiTokenRequest,
     ) -> Result<pb::ApiToken, ApiError> {
         validate_slug("organization", &request.organization)?;
@@ -109,11 +123,12 @@ impl OrganizationApi {
         );
         let mut audit = AuditEntry::new(
             Some(&organization.id),
-            actor,
+            &actor.token_id,
             "api_token.created",
             Some(&token.row.id),
             now,
-        );
+        )
+        .from_remote(actor.remote_addr.as_deref());
         audit.details = format!("role {role}");
         let stored = self
             .state
@@ -168,7 +183,7 @@ impl OrganizationApi {
 
     async fn revoke(
         &self,
-        actor: &str,
+        actor: &Admin,
         request: pb::RevokeApiTokenRequest,
     ) -> Result<pb::ApiTokenInfo, ApiError> {
         validate_slug("organization", &request.organization)?;
@@ -177,11 +192,12 @@ impl OrganizationApi {
         let now = self.state.clock.now_ms();
         let audit = AuditEntry::new(
             Some(&organization.id),
-            actor,
+            &actor.token_id,
             "api_token.revoked",
             Some(&request.id),
             now,
-        );
+        )
+        .from_remote(actor.remote_addr.as_deref());
         let revoked = self
             .state
             .store
@@ -304,6 +320,15 @@ impl OrganizationService for OrganizationApi {
         let actor = self.admin(&request).await?;
         let token = self.revoke(&actor, request.into_inner()).await?;
         Ok(Response::new(token))
+    }
+
+    async fn list_audit_entries(
+        &self,
+        request: Request<pb::ListAuditEntriesRequest>,
+    ) -> Result<Response<pb::ListAuditEntriesResponse>, Status> {
+        self.admin(&request).await?;
+        let entries = self.audit_entries(request.into_inner()).await?;
+        Ok(Response::new(entries))
     }
 }
 

@@ -2,6 +2,8 @@
 //! organizations, certificates, DNS providers, tenant isolation, events,
 //! health and reflection.
 
+#[path = "api/audit.rs"]
+mod audit;
 #[path = "api/certificates.rs"]
 mod certificates;
 #[path = "api/dns_providers.rs"]

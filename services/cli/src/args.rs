@@ -71,6 +71,13 @@ pub struct ClientArgs {
     /// PEM CA certificate to trust for an `https://` endpoint, besides the system's roots.
     #[arg(long, global = true, env = "CERTFLEET_CA_CERT")]
     pub ca_cert: Option<PathBuf>,
+    /// PEM client certificate sent to an `https://` endpoint that requires one
+    /// (mutual TLS); with --client-key.
+    #[arg(long, global = true, env = "CERTFLEET_CLIENT_CERT")]
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of --client-cert.
+    #[arg(long, global = true, env = "CERTFLEET_CLIENT_KEY")]
+    pub client_key: Option<PathBuf>,
     /// Bearer token (an organization token, or the admin token for `org` and `token`).
     #[arg(long, global = true, env = "CERTFLEET_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -101,6 +108,9 @@ pub enum Command {
     /// TXT records of DNS-01 challenges (needed for wildcard names).
     #[command(subcommand)]
     Dns(DnsCommand),
+    /// The audit log: who changed what and downloaded which key, from where
+    /// (needs the admin token).
+    Audit(crate::audit::AuditArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -121,6 +131,11 @@ pub struct ServerArgs {
     /// PEM private key of the gRPC API's certificate.
     #[arg(long, env = "CERTFLEET_GRPC_TLS_KEY", requires = "grpc_tls_cert")]
     pub grpc_tls_key: Option<PathBuf>,
+    /// PEM CA certificate(s): the API then requires a client certificate
+    /// signed by one (mutual TLS, on top of the bearer token). Needs
+    /// --grpc-tls-cert and --grpc-tls-key.
+    #[arg(long, env = "CERTFLEET_GRPC_TLS_CLIENT_CA", requires_all = ["grpc_tls_cert", "grpc_tls_key"])]
+    pub grpc_tls_client_ca: Option<PathBuf>,
     /// Address of the HTTP-01 responder; the CA connects to port 80 of each name,
     /// so production needs port 80 routed here. Default: 127.0.0.1:5002 for `dev`
     /// (Pebble's default), 0.0.0.0:80 for `server`.
@@ -282,6 +297,7 @@ impl ServerArgs {
             data_dir: self.data_dir,
             grpc_listen: self.grpc_listen,
             grpc_tls: self.grpc_tls_cert.zip(self.grpc_tls_key),
+            grpc_tls_client_ca: self.grpc_tls_client_ca,
             http01_listen: self.http01_listen.unwrap_or(default_http01),
             self_check_addr: self.http01_self_check_addr,
             self_check: !self.http01_no_self_check,

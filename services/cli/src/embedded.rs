@@ -19,7 +19,7 @@ use certfleet_store::Store;
 use certfleet_vault::{AwsKms, AwsKmsConfig, KeyWrapper, LocalMasterKey, Vault, VaultError};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tonic::transport::{Identity, ServerTlsConfig};
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 use crate::args::LogFormat;
 
@@ -38,6 +38,9 @@ pub struct EmbeddedConfig {
     pub grpc_listen: SocketAddr,
     /// Certificate and key files of the gRPC API; plaintext without them.
     pub grpc_tls: Option<(PathBuf, PathBuf)>,
+    /// PEM CA certificates: with them the API requires a client certificate
+    /// signed by one (needs `grpc_tls`).
+    pub grpc_tls_client_ca: Option<PathBuf>,
     pub http01_listen: SocketAddr,
     pub self_check_addr: Option<SocketAddr>,
     pub self_check: bool,
@@ -82,9 +85,15 @@ pub async fn start(config: EmbeddedConfig, clock: Arc<dyn Clock>) -> anyhow::Res
     });
     // Settings that can be checked without the database come first, so a bad
     // file stops the start before anything is written.
-    let grpc_tls = match &config.grpc_tls {
-        Some((certificate, key)) => Some(load_grpc_tls(certificate, key)?),
-        None => {
+    let grpc_tls = match (&config.grpc_tls, &config.grpc_tls_client_ca) {
+        (Some((certificate, key)), client_ca) => {
+            Some(load_grpc_tls(certificate, key, client_ca.as_deref())?)
+        }
+        (None, Some(client_ca)) => bail!(
+            "--grpc-tls-client-ca {} needs --grpc-tls-cert and --grpc-tls-key: client certificates are only checked over TLS",
+            client_ca.display()
+        ),
+        (None, None) => {
             if !config.grpc_listen.ip().is_loopback() {
                 tracing::warn!(address = %config.grpc_listen, "the gRPC API is plaintext on a non-loopback address: bearer tokens and private keys cross the network unencrypted; set --grpc-tls-cert and --grpc-tls-key");
             }
@@ -304,7 +313,12 @@ fn init_tracing(format: LogFormat, filter: &str) -> anyhow::Result<()> {
 }
 
 /// The gRPC API's TLS settings, checked now so that a bad file fails the start.
-fn load_grpc_tls(certificate: &Path, key: &Path) -> anyhow::Result<ServerTlsConfig> {
+/// With `client_ca`, a client certificate signed by one of its CAs is required.
+fn load_grpc_tls(
+    certificate: &Path,
+    key: &Path,
+    client_ca: Option<&Path>,
+) -> anyhow::Result<ServerTlsConfig> {
     let certificate_pem = std::fs::read(certificate)
         .with_context(|| format!("reading --grpc-tls-cert {}", certificate.display()))?;
     let key_pem =
@@ -319,6 +333,24 @@ fn load_grpc_tls(certificate: &Path, key: &Path) -> anyhow::Result<ServerTlsConf
                 key.display()
             )
         })?;
+    let Some(client_ca) = client_ca else {
+        return Ok(config);
+    };
+    let client_ca_pem = std::fs::read(client_ca)
+        .with_context(|| format!("reading --grpc-tls-client-ca {}", client_ca.display()))?;
+    // Without a CA certificate in the file the verifier cannot be built.
+    let config = config
+        .client_ca_root(Certificate::from_pem(client_ca_pem))
+        .client_auth_optional(false);
+    tonic::transport::Server::builder()
+        .tls_config(config.clone())
+        .with_context(|| {
+            format!(
+                "--grpc-tls-client-ca {}: no usable PEM CA certificate",
+                client_ca.display()
+            )
+        })?;
+    tracing::info!(client_ca = %client_ca.display(), "the gRPC API requires client certificates");
     Ok(config)
 }
 
@@ -438,6 +470,34 @@ mod tests {
         assert!(server_config(&[]).kms.is_none());
         assert!(server_config(&["--vault-provider", "local"]).kms.is_none());
         assert!(Cli::try_parse_from(["certfleet", "server", "--vault-provider", "vault"]).is_err());
+    }
+
+    #[test]
+    fn the_client_ca_needs_the_tls_certificate_and_key() {
+        let error = Cli::try_parse_from([
+            "certfleet",
+            "server",
+            "--grpc-tls-client-ca",
+            "clients-ca.pem",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("--grpc-tls-cert") && error.contains("--grpc-tls-key"),
+            "{error}"
+        );
+        let config = server_config(&[
+            "--grpc-tls-cert",
+            "api.pem",
+            "--grpc-tls-key",
+            "api-key.pem",
+            "--grpc-tls-client-ca",
+            "clients-ca.pem",
+        ]);
+        assert_eq!(
+            config.grpc_tls_client_ca.as_deref(),
+            Some(Path::new("clients-ca.pem"))
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! client commands. `main.rs` only parses and runs.
 
 mod args;
+mod audit;
 pub mod client;
 mod commands;
 mod dns;
@@ -28,6 +29,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Token(token) => tokens::run(&cli.client, token).await,
         Command::Cert(cert) => commands::cert(&cli.client, cert).await,
         Command::Dns(dns) => dns::run(&cli.client, dns).await,
+        Command::Audit(audit) => audit::run(&cli.client, audit).await,
     };
     match result {
         Ok(code) => code,

@@ -52,6 +52,7 @@ impl CertificateApi {
         Ok(Caller {
             organization_id,
             token_id: principal.token_id,
+            remote_addr: crate::convert::remote_ip(request),
         })
     }
 }
@@ -61,6 +62,8 @@ impl CertificateApi {
 struct Caller {
     organization_id: String,
     token_id: String,
+    /// Recorded in the audit entries the call writes.
+    remote_addr: Option<String>,
 }
 
 fn not_found(certificate_id: &str) -> String {

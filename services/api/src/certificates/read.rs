@@ -174,8 +174,9 @@ impl CertificateApi {
             "certificate.bundle_read",
             Some(certificate_id),
             self.state.clock.now_ms(),
-        );
-        audit.details = format!("version {}", version.version);
+        )
+        .from_remote(caller.remote_addr.as_deref());
+        audit.details = format!("version {} serial {}", version.version, version.serial);
         // No key leaves without its audit entry.
         self.state
             .store

@@ -72,7 +72,8 @@ impl CertificateApi {
             "certificate.created",
             Some(&id),
             now,
-        );
+        )
+        .from_remote(caller.remote_addr.as_deref());
         audit.details = row.names.clone();
         let effects = Effects {
             outbox: vec![
@@ -143,13 +144,16 @@ impl CertificateApi {
         let organization_id = caller.organization_id.as_str();
         let effects = Effects {
             outbox: vec![Job::issue(organization_id, certificate_id).to_outbox(now)],
-            audit: vec![AuditEntry::new(
-                Some(organization_id),
-                &caller.token_id,
-                "certificate.renewal_requested",
-                Some(certificate_id),
-                now,
-            )],
+            audit: vec![
+                AuditEntry::new(
+                    Some(organization_id),
+                    &caller.token_id,
+                    "certificate.renewal_requested",
+                    Some(certificate_id),
+                    now,
+                )
+                .from_remote(caller.remote_addr.as_deref()),
+            ],
         };
         let renewed = match self
             .state
@@ -202,7 +206,8 @@ impl CertificateApi {
             "certificate.revocation_requested",
             Some(certificate_id),
             now,
-        );
+        )
+        .from_remote(caller.remote_addr.as_deref());
         audit.details = format!("version {} reason {}", current.version, reason.as_str());
         // The job and its audit entry commit together: no revocation without
         // its audit entry, no audit entry for a revocation never queued.
@@ -246,13 +251,16 @@ impl CertificateApi {
                 )
                 .to_outbox(),
             ],
-            audit: vec![AuditEntry::new(
-                Some(organization_id),
-                &caller.token_id,
-                "certificate.deleted",
-                Some(certificate_id),
-                now,
-            )],
+            audit: vec![
+                AuditEntry::new(
+                    Some(organization_id),
+                    &caller.token_id,
+                    "certificate.deleted",
+                    Some(certificate_id),
+                    now,
+                )
+                .from_remote(caller.remote_addr.as_deref()),
+            ],
         };
         self.state
             .store

@@ -101,6 +101,10 @@ pub struct GrpcArgs {
     /// PEM private key of the gRPC API's certificate.
     #[arg(long, env = "CERTFLEET_GRPC_TLS_KEY")]
     pub grpc_tls_key: Option<PathBuf>,
+    /// PEM CA certificate(s): the API then requires a client certificate
+    /// signed by one (mutual TLS, on top of the bearer token). Needs the two above.
+    #[arg(long, env = "CERTFLEET_GRPC_TLS_CLIENT_CA")]
+    pub grpc_tls_client_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -274,6 +278,7 @@ impl RoleCli for ApiCli {
         settings.grpc_listen = self.grpc.grpc_listen;
         settings.grpc_tls_cert = self.grpc.grpc_tls_cert.clone();
         settings.grpc_tls_key = self.grpc.grpc_tls_key.clone();
+        settings.grpc_tls_client_ca = self.grpc.grpc_tls_client_ca.clone();
         self.dns.apply(&mut settings);
         settings
     }

@@ -75,6 +75,7 @@ pub struct Settings {
     pub grpc_listen: Option<SocketAddr>,
     pub grpc_tls_cert: Option<PathBuf>,
     pub grpc_tls_key: Option<PathBuf>,
+    pub grpc_tls_client_ca: Option<PathBuf>,
     pub http01_listen: Option<SocketAddr>,
     pub health_listen: Option<SocketAddr>,
     pub issuer_concurrency: Option<usize>,
@@ -125,6 +126,7 @@ impl Settings {
             grpc_listen,
             grpc_tls_cert,
             grpc_tls_key,
+            grpc_tls_client_ca,
             http01_listen,
             health_listen,
             issuer_concurrency,
@@ -166,6 +168,8 @@ pub struct RoleConfig {
     pub ca_root: Option<PathBuf>,
     pub grpc_listen: SocketAddr,
     pub grpc_tls: Option<(PathBuf, PathBuf)>,
+    /// PEM CA certificates of the clients; set only with `grpc_tls`.
+    pub grpc_tls_client_ca: Option<PathBuf>,
     pub http01_listen: SocketAddr,
     pub health_listen: Option<SocketAddr>,
     pub issuer_concurrency: u16,
@@ -276,6 +280,14 @@ impl RoleConfig {
                 "grpc_tls_cert and grpc_tls_key (CERTFLEET_GRPC_TLS_CERT, CERTFLEET_GRPC_TLS_KEY) go together"
             ),
         };
+        if grpc_tls.is_none()
+            && let Some(client_ca) = &settings.grpc_tls_client_ca
+        {
+            bail!(
+                "grpc_tls_client_ca (CERTFLEET_GRPC_TLS_CLIENT_CA) {} needs grpc_tls_cert and grpc_tls_key: client certificates are only checked over TLS",
+                client_ca.display()
+            );
+        }
         let concurrency = settings.issuer_concurrency.unwrap_or(32);
         let issuer_concurrency = u16::try_from(concurrency)
             .ok()
@@ -315,6 +327,7 @@ impl RoleConfig {
                 .grpc_listen
                 .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 50051))),
             grpc_tls,
+            grpc_tls_client_ca: settings.grpc_tls_client_ca,
             http01_listen: settings
                 .http01_listen
                 .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 80))),
@@ -719,6 +732,51 @@ mod tests {
         assert_eq!(config.database_url, "postgres://env/db");
         assert_eq!(config.issuer_concurrency, 8);
         assert_eq!(config.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn the_client_ca_needs_the_tls_certificate_and_key() {
+        let alone = Settings {
+            grpc_tls_client_ca: Some(PathBuf::from("/etc/certfleet/clients-ca.pem")),
+            ..minimal()
+        };
+        let error = RoleConfig::validate(Role::Api, alone.clone()).unwrap_err();
+        let text = error.to_string();
+        for named in [
+            "grpc_tls_client_ca",
+            "CERTFLEET_GRPC_TLS_CLIENT_CA",
+            "/etc/certfleet/clients-ca.pem",
+            "grpc_tls_cert",
+            "grpc_tls_key",
+        ] {
+            assert!(text.contains(named), "{named}: {text}");
+        }
+        let with_tls = Settings {
+            grpc_tls_cert: Some(PathBuf::from("/etc/certfleet/api.pem")),
+            grpc_tls_key: Some(PathBuf::from("/etc/certfleet/api-key.pem")),
+            ..alone
+        };
+        let config = RoleConfig::validate(Role::Api, with_tls).unwrap();
+        assert_eq!(
+            config.grpc_tls_client_ca.as_deref(),
+            Some(Path::new("/etc/certfleet/clients-ca.pem"))
+        );
+    }
+
+    #[test]
+    fn the_client_ca_comes_from_the_file() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("certfleet.toml");
+        std::fs::write(
+            &path,
+            "grpc_tls_cert = \"/etc/certfleet/api.pem\"\ngrpc_tls_key = \"/etc/certfleet/api-key.pem\"\ngrpc_tls_client_ca = \"/etc/certfleet/clients-ca.pem\"\n",
+        )
+        .unwrap();
+        let config = RoleConfig::load(Role::Api, Some(&path), minimal()).unwrap();
+        assert_eq!(
+            config.grpc_tls_client_ca.as_deref(),
+            Some(Path::new("/etc/certfleet/clients-ca.pem"))
+        );
     }
 
     #[test]

@@ -30,7 +30,11 @@ const RELAY_POLL: Duration = Duration::from_secs(1);
 pub async fn run_api(config: RoleConfig) -> anyhow::Result<()> {
     let stop = stop_on_signal()?;
     let tls = match &config.grpc_tls {
-        Some((certificate, key)) => Some(load_grpc_tls(certificate, key)?),
+        Some((certificate, key)) => Some(load_grpc_tls(
+            certificate,
+            key,
+            config.grpc_tls_client_ca.as_deref(),
+        )?),
         None => {
             if !config.grpc_listen.ip().is_loopback() {
                 tracing::warn!(address = %config.grpc_listen, "the gRPC API is plaintext on a non-loopback address: set grpc_tls_cert and grpc_tls_key unless the network is private");

@@ -14,7 +14,7 @@ use certfleet_store::Store;
 use certfleet_vault::Vault;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tonic::transport::{Identity, ServerTlsConfig};
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 use crate::config::{LogFormat, RoleConfig};
 
@@ -151,7 +151,12 @@ pub fn rabbit_config(config: &RoleConfig) -> anyhow::Result<RabbitConfig> {
 }
 
 /// The gRPC API's TLS settings, checked now so that a bad file fails the start.
-pub fn load_grpc_tls(certificate: &Path, key: &Path) -> anyhow::Result<ServerTlsConfig> {
+/// With `client_ca`, a client certificate signed by one of its CAs is required.
+pub fn load_grpc_tls(
+    certificate: &Path,
+    key: &Path,
+    client_ca: Option<&Path>,
+) -> anyhow::Result<ServerTlsConfig> {
     let certificate_pem = std::fs::read(certificate)
         .with_context(|| format!("reading grpc_tls_cert {}", certificate.display()))?;
     let key_pem =
@@ -166,6 +171,24 @@ pub fn load_grpc_tls(certificate: &Path, key: &Path) -> anyhow::Result<ServerTls
                 key.display()
             )
         })?;
+    let Some(client_ca) = client_ca else {
+        return Ok(config);
+    };
+    let client_ca_pem = std::fs::read(client_ca)
+        .with_context(|| format!("reading grpc_tls_client_ca {}", client_ca.display()))?;
+    // Without a CA certificate in the file the verifier cannot be built.
+    let config = config
+        .client_ca_root(Certificate::from_pem(client_ca_pem))
+        .client_auth_optional(false);
+    tonic::transport::Server::builder()
+        .tls_config(config.clone())
+        .with_context(|| {
+            format!(
+                "grpc_tls_client_ca {}: no usable PEM CA certificate",
+                client_ca.display()
+            )
+        })?;
+    tracing::info!(client_ca = %client_ca.display(), "the gRPC API requires client certificates");
     Ok(config)
 }
 
@@ -233,5 +256,65 @@ mod broker_wait_tests {
         assert_eq!(connected.ok(), Some(2));
         // 0.5 s, then 1 s of pauses.
         assert!(started.elapsed() >= std::time::Duration::from_millis(1500));
+    }
+}
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests")]
+mod grpc_tls_tests {
+    use super::*;
+
+    /// A self-signed certificate and its key, written to `directory`.
+    fn write_identity(directory: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let certificate = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let certificate_path = directory.join("api.pem");
+        let key_path = directory.join("api-key.pem");
+        std::fs::write(&certificate_path, certificate.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        (certificate_path, key_path)
+    }
+
+    #[test]
+    fn a_bad_client_ca_file_is_named_with_the_setting() {
+        certfleet_acme::install_crypto_provider();
+        let directory = tempfile::tempdir().unwrap();
+        let (certificate, key) = write_identity(directory.path());
+        assert!(load_grpc_tls(&certificate, &key, None).is_ok());
+        // Its own certificate serves as a CA file here.
+        assert!(load_grpc_tls(&certificate, &key, Some(&certificate)).is_ok());
+
+        let missing = directory.path().join("missing-ca.pem");
+        let error = format!(
+            "{:#}",
+            load_grpc_tls(&certificate, &key, Some(&missing)).unwrap_err()
+        );
+        assert!(error.starts_with("reading grpc_tls_client_ca "), "{error}");
+        assert!(error.contains("missing-ca.pem"), "{error}");
+
+        let not_pem = directory.path().join("ca.txt");
+        std::fs::write(&not_pem, "not a certificate\n").unwrap();
+        let error = format!(
+            "{:#}",
+            load_grpc_tls(&certificate, &key, Some(&not_pem)).unwrap_err()
+        );
+        assert!(error.starts_with("grpc_tls_client_ca "), "{error}");
+        assert!(
+            error.contains("ca.txt: no usable PEM CA certificate"),
+            "{error}"
+        );
+        // The key is not the CA: a key file given by mistake names no key material.
+        let error = format!(
+            "{:#}",
+            load_grpc_tls(&certificate, &key, Some(&key)).unwrap_err()
+        );
+        assert!(
+            error.contains("api-key.pem: no usable PEM CA certificate"),
+            "{error}"
+        );
+        assert!(!error.contains("PRIVATE KEY"), "{error}");
     }
 }

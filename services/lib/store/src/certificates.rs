@@ -275,7 +275,7 @@ impl Store {
 }
 
 /// Escapes `%`, `_` and `\` for a LIKE pattern with `\` as the escape character.
-fn escape_like(text: &str) -> String {
+pub(crate) fn escape_like(text: &str) -> String {
     let mut escaped = String::with_capacity(text.len());
     for character in text.chars() {
         if matches!(character, '%' | '_' | '\\') {

@@ -9,6 +9,7 @@ pub mod models;
 pub mod schema;
 
 mod accounts;
+mod audit;
 mod certificates;
 mod challenges;
 mod dns_providers;
@@ -27,6 +28,7 @@ use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
+pub use audit::AuditFilter;
 pub use certificates::{ListFilter, NewCertificateVersion, PageCursor};
 pub use models::*;
 

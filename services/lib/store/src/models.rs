@@ -199,6 +199,8 @@ pub struct AuditEntry {
     pub target_id: Option<String>,
     pub details: String,
     pub created_at: i64,
+    /// The caller's IP address, for entries written by the API.
+    pub remote_addr: Option<String>,
 }
 
 impl AuditEntry {
@@ -217,7 +219,15 @@ impl AuditEntry {
             target_id: target_id.map(str::to_owned),
             details: String::new(),
             created_at: now_ms,
+            remote_addr: None,
         }
+    }
+
+    /// The entry with the caller's address (`None` when the transport gave none).
+    #[must_use]
+    pub fn from_remote(mut self, remote_addr: Option<&str>) -> Self {
+        self.remote_addr = remote_addr.map(str::to_owned);
+        self
     }
 }
 

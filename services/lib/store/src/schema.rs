@@ -165,6 +165,7 @@ diesel::table! {
         target_id -> Nullable<Text>,
         details -> Text,
         created_at -> BigInt,
+        remote_addr -> Nullable<Text>,
     }
 }
 
