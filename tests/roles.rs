@@ -235,6 +235,38 @@ impl RoleStack {
     }
 }
 
+impl RoleStack {
+    /// An api on a free port, a responder on Pebble's HTTP-01 port and an
+    /// issuer self-checking there, all healthy; returns them with the api's
+    /// gRPC address.
+    pub async fn spawn_api_responder_issuer(
+        &self,
+        pebble: &certfleet_testkit::Pebble,
+    ) -> anyhow::Result<(Vec<(RoleProcess, SocketAddr)>, SocketAddr)> {
+        let grpc = SocketAddr::from(([127, 0, 0, 1], certfleet_testkit::free_port()));
+        let http01 = SocketAddr::from(([127, 0, 0, 1], pebble.http01_port()));
+        let mut processes = vec![
+            self.spawn(
+                "certfleet-api",
+                "api",
+                vec!["--grpc-listen".to_owned(), grpc.to_string()],
+            )?,
+            self.spawn(
+                "certfleet-responder",
+                "responder",
+                vec!["--http01-listen".to_owned(), http01.to_string()],
+            )?,
+            self.spawn(
+                "certfleet-issuer",
+                "issuer",
+                vec!["--http01-self-check-addr".to_owned(), http01.to_string()],
+            )?,
+        ];
+        wait_all_healthy(&mut processes).await?;
+        Ok((processes, grpc))
+    }
+}
+
 /// Every process's log, each under its name.
 pub fn all_logs(processes: &[(RoleProcess, SocketAddr)]) -> String {
     processes

@@ -32,7 +32,14 @@ async fn bind() -> Bind {
     .unwrap()
 }
 
-async fn pebble_on(dns: std::net::SocketAddr) -> PebbleOptions {
+/// An embedded certfleet and a Pebble that both resolve through `dns`.
+async fn env_resolving_through(dns: SocketAddr) -> TestEnv {
+    TestEnv::start_with(pebble_on(dns), |config| use_dns(config, dns))
+        .await
+        .unwrap()
+}
+
+fn pebble_on(dns: SocketAddr) -> PebbleOptions {
     PebbleOptions {
         dns_server: Some(dns),
         ..PebbleOptions::default()
@@ -86,11 +93,7 @@ async fn no_challenge_records(bind: &Bind) {
 #[tokio::test(flavor = "multi_thread")]
 async fn wildcard_two_zone_and_delegated_certificates_through_rfc2136() {
     let bind = bind().await;
-    let env = TestEnv::start_with(pebble_on(bind.addr()).await, |config| {
-        use_dns(config, bind.addr());
-    })
-    .await
-    .unwrap();
+    let env = env_resolving_through(bind.addr()).await;
     let (write, bundle_token) = organization(env.grpc, &env.admin_token, "dns").await;
     let mut providers = dns_providers(env.grpc, &write).await;
     let mut client = certfleet_e2e::certificates(env.grpc, &write).await;
@@ -164,11 +167,7 @@ async fn wildcard_two_zone_and_delegated_certificates_through_rfc2136() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_refused_update_fails_the_certificate_in_plain_words_and_leaves_nothing() {
     let bind = bind().await;
-    let env = TestEnv::start_with(pebble_on(bind.addr()).await, |config| {
-        use_dns(config, bind.addr());
-    })
-    .await
-    .unwrap();
+    let env = env_resolving_through(bind.addr()).await;
     let (write, _) = organization(env.grpc, &env.admin_token, "refused").await;
     let mut providers = dns_providers(env.grpc, &write).await;
     let mut client = certfleet_e2e::certificates(env.grpc, &write).await;
@@ -259,11 +258,7 @@ async fn all_values_removed(env: &TestEnv, certificate: &pb::Certificate) {
 #[tokio::test(flavor = "multi_thread")]
 async fn wildcard_and_apex_through_the_powerdns_api() {
     let pdns = PowerDns::start(&["pdns.test"]).await.unwrap();
-    let env = TestEnv::start_with(pebble_on(pdns.dns_addr()).await, |config| {
-        use_dns(config, pdns.dns_addr());
-    })
-    .await
-    .unwrap();
+    let env = env_resolving_through(pdns.dns_addr()).await;
     let (write, bundle_token) = organization(env.grpc, &env.admin_token, "pdns").await;
     let mut providers = dns_providers(env.grpc, &write).await;
     let api_url = pdns.api_url();
@@ -322,7 +317,7 @@ async fn values_a_failed_clean_up_left_are_removed_later() {
     std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
     let allowed = hook.clone();
     let resolver = bind.addr();
-    let env = TestEnv::start_with(pebble_on(resolver).await, move |config| {
+    let env = TestEnv::start_with(pebble_on(resolver), move |config| {
         use_dns(config, resolver);
         config.dns.policy.exec_programs = vec![allowed];
     })
@@ -414,7 +409,7 @@ async fn values_a_failed_clean_up_left_are_removed_later() {
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_writers_of_one_name_through_powerdns_keep_every_value() {
     let pdns = PowerDns::start(&["pdns.test"]).await.unwrap();
-    let env = TestEnv::start_with(pebble_on(pdns.dns_addr()).await, |config| {
+    let env = TestEnv::start_with(pebble_on(pdns.dns_addr()), |config| {
         use_dns(config, pdns.dns_addr());
         config.dns.lookup.propagation_timeout = Duration::from_secs(10);
         config.dns.lookup.propagation_interval = Duration::from_millis(200);
@@ -532,7 +527,7 @@ async fn wildcard_and_apex_through_route53_and_cloudflare() {
 #[tokio::test(flavor = "multi_thread")]
 async fn values_a_killed_worker_left_are_removed_by_the_next_attempt() {
     let bind = bind().await;
-    let pebble = Pebble::start(pebble_on(bind.addr()).await).await.unwrap();
+    let pebble = Pebble::start(pebble_on(bind.addr())).await.unwrap();
     let data = tempfile::tempdir().unwrap();
     let data_dir = data.path().join("data");
     let nowhere = SocketAddr::from(([127, 0, 0, 1], free_port()));
@@ -611,7 +606,7 @@ async fn values_a_killed_worker_left_are_removed_by_the_next_attempt() {
 #[tokio::test(flavor = "multi_thread")]
 async fn wildcard_and_apex_in_the_distributed_mode() {
     let bind = bind().await;
-    let pebble = Pebble::start(pebble_on(bind.addr()).await).await.unwrap();
+    let pebble = Pebble::start(pebble_on(bind.addr())).await.unwrap();
     let mut stack = RoleStack::create(&pebble).await.unwrap();
     stack
         .env
@@ -661,7 +656,7 @@ async fn wildcard_and_apex_in_the_distributed_mode() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_cli_issues_a_wildcard_and_apex_certificate() {
     let bind = bind().await;
-    let pebble = Pebble::start(pebble_on(bind.addr()).await).await.unwrap();
+    let pebble = Pebble::start(pebble_on(bind.addr())).await.unwrap();
     let root = tempfile::tempdir().unwrap();
     let data_dir = root.path().join("data");
     let nowhere = SocketAddr::from(([127, 0, 0, 1], free_port()));

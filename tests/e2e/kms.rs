@@ -3,13 +3,12 @@
 //! bundle's key matches the certificate and the stored key names the KMS key;
 //! the distributed roles do the same with the settings from the environment.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use certfleet_e2e::certfleet_testkit::{Moto, Pebble, PebbleOptions, free_port};
+use certfleet_e2e::certfleet_testkit::{Moto, Pebble, PebbleOptions};
 use certfleet_e2e::{
     RoleStack, TestEnv, all_logs, bundle, is_valid, leaf_facts, organization, public_key_of,
-    request, terminate_all, wait_all_healthy, wait_for,
+    request, terminate_all, wait_for,
 };
 use certfleet_proto::v1 as pb;
 use certfleet_vault::AwsKmsConfig;
@@ -99,32 +98,7 @@ async fn the_distributed_roles_use_aws_kms_from_the_environment() {
         ]
         .map(|(key, value)| (key.to_owned(), value)),
     );
-    let grpc = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let http01 = SocketAddr::from(([127, 0, 0, 1], pebble.http01_port()));
-    let mut processes = vec![
-        stack
-            .spawn(
-                "certfleet-api",
-                "api",
-                vec!["--grpc-listen".to_owned(), grpc.to_string()],
-            )
-            .unwrap(),
-        stack
-            .spawn(
-                "certfleet-responder",
-                "responder",
-                vec!["--http01-listen".to_owned(), http01.to_string()],
-            )
-            .unwrap(),
-        stack
-            .spawn(
-                "certfleet-issuer",
-                "issuer",
-                vec!["--http01-self-check-addr".to_owned(), http01.to_string()],
-            )
-            .unwrap(),
-    ];
-    wait_all_healthy(&mut processes).await.unwrap();
+    let (mut processes, grpc) = stack.spawn_api_responder_issuer(&pebble).await.unwrap();
     let (write, bundle_token) = organization(grpc, &stack.admin_token, "kms-roles").await;
     let mut client = certfleet_e2e::certificates(grpc, &write).await;
     let mut bundle_client = certfleet_e2e::certificates(grpc, &bundle_token).await;

@@ -4,13 +4,11 @@
 //! published in that same trace, each as a span of its own.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use certfleet_e2e::certfleet_testkit::{Pebble, PebbleOptions, free_port};
+use certfleet_e2e::certfleet_testkit::{Pebble, PebbleOptions};
 use certfleet_e2e::{
-    RoleStack, bind_events_queue, is_valid, organization, request, terminate_all, wait_all_healthy,
-    wait_for,
+    RoleStack, bind_events_queue, is_valid, organization, request, terminate_all, wait_for,
 };
 use certfleet_proto::v1::{self as pb, CertificateEvent, EventType};
 use lapin::options::BasicGetOptions;
@@ -19,40 +17,11 @@ use lapin::{Connection, ConnectionProperties};
 use prost::Message as _;
 use tokio::time::Instant;
 
-fn loopback(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_callers_trace_reaches_the_events_of_its_certificate() {
     let pebble = Pebble::start(PebbleOptions::default()).await.unwrap();
     let stack = RoleStack::create(&pebble).await.unwrap();
-    let grpc = loopback(free_port());
-    let http01 = loopback(pebble.http01_port());
-    let mut processes = vec![
-        stack
-            .spawn(
-                "certfleet-api",
-                "api",
-                vec!["--grpc-listen".to_owned(), grpc.to_string()],
-            )
-            .unwrap(),
-        stack
-            .spawn(
-                "certfleet-responder",
-                "responder",
-                vec!["--http01-listen".to_owned(), http01.to_string()],
-            )
-            .unwrap(),
-        stack
-            .spawn(
-                "certfleet-issuer",
-                "issuer",
-                vec!["--http01-self-check-addr".to_owned(), http01.to_string()],
-            )
-            .unwrap(),
-    ];
-    wait_all_healthy(&mut processes).await.unwrap();
+    let (mut processes, grpc) = stack.spawn_api_responder_issuer(&pebble).await.unwrap();
 
     // A queue of our own on certfleet.events, bound before anything happens.
     let connection = Connection::connect(&stack.vhost.amqp_url(), ConnectionProperties::default())

@@ -22,7 +22,7 @@ pub enum DnsError {
     NoZone { name: String, detail: String },
     /// Not every authoritative name server answered the value in time.
     #[error(
-        "TXT {value:?} at {name} did not reach every authoritative name server within {waited_s} s; not yet at: {missing}"
+        "TXT {value:?} at {name} did not reach every authoritative name server within {waited_s} s; not yet at: {missing} (check that the provider writes to the zone these servers serve, set the provider's nameservers if they are not the ones to ask, or raise dns_propagation_timeout)"
     )]
     NotPropagated {
         name: String,

@@ -284,13 +284,19 @@ impl DnsLookup {
         )
         .await;
         background.abort();
+        // A resolver that does not answer is a setting to check.
+        let hint = if server == self.config.resolver {
+            "; is dns_resolver (CERTFLEET_DNS_RESOLVER) a resolver that answers from here?"
+        } else {
+            ""
+        };
         let response = match answer {
             Ok(Ok(response)) => response,
             Ok(Err(error)) => {
                 return Err(lookup_error(
                     name,
                     type_name,
-                    format!("{error} (asking {server})"),
+                    format!("{error} (asking {server}){hint}"),
                 ));
             }
             Err(_) => {
@@ -298,7 +304,7 @@ impl DnsLookup {
                     name,
                     type_name,
                     format!(
-                        "no answer from {server} within {} s",
+                        "no answer from {server} within {} s{hint}",
                         self.config.query_timeout.as_secs()
                     ),
                 ));
@@ -345,7 +351,7 @@ fn same_name(record_name: &Name, name: &str) -> bool {
 }
 
 /// Whether `zone` is `name` or one of its parents.
-fn is_suffix(zone: &str, name: &str) -> bool {
+pub(crate) fn is_suffix(zone: &str, name: &str) -> bool {
     name == zone || name.ends_with(&format!(".{zone}"))
 }
 

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::lookup::normalize;
+use crate::lookup::{is_suffix, normalize};
 use crate::{DnsError, DnsLookup, DnsPolicy, DnsProvider, ProviderConfig, SettingError, TxtRecord};
 
 /// A provider with its configuration and the lookups it needs.
@@ -65,9 +65,7 @@ impl DnsSolver {
         let domain = normalize(domain.strip_prefix("*.").unwrap_or(domain));
         let fqdn = self.lookup.challenge_name(&domain).await?;
         let zone = match &self.config.zone {
-            Some(zone) if fqdn == *zone || fqdn.ends_with(&format!(".{zone}")) => {
-                Some(zone.clone())
-            }
+            Some(zone) if is_suffix(zone, &fqdn) => Some(zone.clone()),
             Some(zone) => {
                 return Err(DnsError::NoZone {
                     name: fqdn,

@@ -7,6 +7,17 @@ use diesel_async::RunQueryDsl;
 use crate::models::{AcmeChallenge, Certificate, DnsProviderRow, Effects};
 use crate::schema::{acme_challenges, certificates, dns_providers};
 
+/// A DNS-01 challenge row whose value was written and not yet removed. As
+/// literal SQL (not bound parameters) so that SQLite and PostgreSQL use the
+/// partial indexes with this predicate (migration 000006).
+fn value_left() -> diesel::expression::SqlLiteral<diesel::sql_types::Bool> {
+    diesel::dsl::sql(
+        "acme_challenges.challenge_type = 'dns-01' \
+         AND acme_challenges.dns_record_name IS NOT NULL \
+         AND acme_challenges.dns_cleaned_at IS NULL",
+    )
+}
+
 /// Statuses of a certificate an issuer is (or will be) working on.
 const IN_FLIGHT: [&str; 3] = ["pending", "issuing", "renewing"];
 use crate::{Store, StoreError, transaction, with_conn, write_effects};
@@ -143,9 +154,7 @@ impl Store {
             Ok(acme_challenges::table
                 .filter(acme_challenges::organization_id.eq(organization_id))
                 .filter(acme_challenges::certificate_id.eq(certificate_id))
-                .filter(acme_challenges::challenge_type.eq("dns-01"))
-                .filter(acme_challenges::dns_record_name.is_not_null())
-                .filter(acme_challenges::dns_cleaned_at.is_null())
+                .filter(value_left())
                 .order(acme_challenges::created_at.asc())
                 .select(AcmeChallenge::as_select())
                 .load(conn)
@@ -189,9 +198,7 @@ impl Store {
     ) -> Result<Vec<(String, String)>, StoreError> {
         with_conn!(self, |conn| {
             let candidates: Vec<String> = acme_challenges::table
-                .filter(acme_challenges::challenge_type.eq("dns-01"))
-                .filter(acme_challenges::dns_record_name.is_not_null())
-                .filter(acme_challenges::dns_cleaned_at.is_null())
+                .filter(value_left())
                 .filter(acme_challenges::updated_at.le(quiet_before_ms))
                 .select(acme_challenges::certificate_id)
                 .distinct()
@@ -236,8 +243,7 @@ impl Store {
             diesel::update(acme_challenges::table)
                 .filter(acme_challenges::organization_id.eq(organization_id))
                 .filter(acme_challenges::certificate_id.eq(certificate_id))
-                .filter(acme_challenges::challenge_type.eq("dns-01"))
-                .filter(acme_challenges::dns_cleaned_at.is_null())
+                .filter(value_left())
                 .set(acme_challenges::updated_at.eq(now_ms))
                 .execute(conn)
                 .await?;
@@ -268,9 +274,7 @@ impl Store {
                 .filter(diesel::dsl::exists(
                     acme_challenges::table
                         .filter(acme_challenges::certificate_id.eq(certificate_id))
-                        .filter(acme_challenges::challenge_type.eq("dns-01"))
-                        .filter(acme_challenges::dns_record_name.is_not_null())
-                        .filter(acme_challenges::dns_cleaned_at.is_null()),
+                        .filter(value_left()),
                 ))
                 .select(Certificate::as_select())
                 .first(conn)

@@ -169,18 +169,30 @@ impl Issuer {
     /// this attempt's, and any an interrupted attempt left. A value that
     /// cannot be removed now stays listed and is tried again next attempt.
     pub(super) async fn clean_dns_records(&self, certificate: &Certificate, solver: &DnsSolver) {
-        let organization_id = &certificate.organization_id;
-        let rows = match self
-            .store
-            .dns_records_to_clean(organization_id, &certificate.id)
+        let rows = self.values_left(certificate).await;
+        self.remove_values(certificate, solver, rows).await;
+    }
+
+    /// The DNS-01 values of the certificate still in DNS (empty, logged, when
+    /// they cannot be listed).
+    async fn values_left(&self, certificate: &Certificate) -> Vec<AcmeChallenge> {
+        self.store
+            .dns_records_to_clean(&certificate.organization_id, &certificate.id)
             .await
-        {
-            Ok(rows) => rows,
-            Err(error) => {
+            .unwrap_or_else(|error| {
                 tracing::warn!(certificate_id = %certificate.id, %error, "cannot list the dns-01 values to remove");
-                return;
-            }
-        };
+                Vec::new()
+            })
+    }
+
+    /// Removes `rows`' values and notes the ones that are gone.
+    async fn remove_values(
+        &self,
+        certificate: &Certificate,
+        solver: &DnsSolver,
+        rows: Vec<AcmeChallenge>,
+    ) {
+        let organization_id = &certificate.organization_id;
         let mut removed = BTreeSet::new();
         let mut cleaned = Vec::new();
         for row in rows {
@@ -278,22 +290,13 @@ impl Issuer {
     /// clean-up failed then); the scheduler queues it. Failures are logged and
     /// the scheduler queues it again later.
     pub(super) async fn clean_settled_dns(&self, certificate: &Certificate) {
-        let left = match self
-            .store
-            .dns_records_to_clean(&certificate.organization_id, &certificate.id)
-            .await
-        {
-            Ok(left) => left,
-            Err(error) => {
-                tracing::warn!(certificate_id = %certificate.id, %error, "cannot list the dns-01 values to remove");
-                return;
-            }
-        };
+        let left = self.values_left(certificate).await;
         if left.is_empty() {
             return;
         }
+        // The solver (and its opened secrets) only when there is work.
         match self.dns_solver(certificate).await {
-            Ok(solver) => self.clean_dns_records(certificate, &solver).await,
+            Ok(solver) => self.remove_values(certificate, &solver, left).await,
             Err(error) => {
                 tracing::warn!(certificate_id = %certificate.id, %error, "cannot remove the dns-01 values left by the last attempt");
             }
