@@ -174,6 +174,10 @@ pub fn embedded_config(pebble: &Pebble, data_dir: &Path) -> EmbeddedConfig {
         database_url: None,
         master_key_file: data_dir.join("master.key"),
         master_key: None,
+        previous_master_key_files: Vec::new(),
+        archive: Some(certfleet_archive::ArchiveConfig::Dir {
+            path: data_dir.join("backups"),
+        }),
         kms: None,
         grpc_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         grpc_tls: None,
@@ -218,7 +222,10 @@ pub async fn wait_for(
     let deadline = tokio::time::Instant::now() + limit;
     loop {
         let certificate = client
-            .get_certificate(GetCertificateRequest { id: id.to_owned() })
+            .get_certificate(GetCertificateRequest {
+                id: id.to_owned(),
+                ..Default::default()
+            })
             .await?
             .into_inner();
         if done(&certificate) {
@@ -240,7 +247,10 @@ pub fn is_valid(certificate: &Certificate) -> bool {
 
 pub async fn bundle(client: &mut Certificates, id: &str) -> anyhow::Result<CertificateBundle> {
     Ok(client
-        .get_certificate_bundle(GetCertificateBundleRequest { id: id.to_owned() })
+        .get_certificate_bundle(GetCertificateBundleRequest {
+            id: id.to_owned(),
+            ..Default::default()
+        })
         .await?
         .into_inner())
 }

@@ -629,7 +629,10 @@ async fn run() -> anyhow::Result<bool> {
             };
             let status = tokio::time::timeout(
                 Duration::from_secs(5),
-                check.get_certificate(GetCertificateRequest { id }),
+                check.get_certificate(GetCertificateRequest {
+                    id,
+                    ..Default::default()
+                }),
             )
             .await;
             entry.failed = Some(match status {

@@ -24,6 +24,7 @@ async fn issue(client: &mut certfleet_e2e::Certificates, name: &str) -> anyhow::
         let certificate = client
             .get_certificate(pb::GetCertificateRequest {
                 id: created.id.clone(),
+                ..Default::default()
             })
             .await?
             .into_inner();

@@ -102,6 +102,7 @@ async fn a_dead_lettered_job_is_recorded_on_its_certificate() {
         let certificate = client
             .get_certificate(GetCertificateRequest {
                 id: created.id.clone(),
+                ..Default::default()
             })
             .await
             .unwrap()

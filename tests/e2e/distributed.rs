@@ -312,7 +312,10 @@ async fn distributed_roles_survive_kills_disconnects_and_a_purge() {
         }
         for id in remaining.clone() {
             let certificate = check
-                .get_certificate(GetCertificateRequest { id: id.clone() })
+                .get_certificate(GetCertificateRequest {
+                    id: id.clone(),
+                    ..Default::default()
+                })
                 .await
                 .unwrap()
                 .into_inner();

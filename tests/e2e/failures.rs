@@ -31,7 +31,10 @@ async fn a_name_the_ca_cannot_reach_fails_in_plain_words_after_three_attempts() 
         let id = created.id.clone();
         async move {
             client
-                .get_certificate(GetCertificateRequest { id })
+                .get_certificate(GetCertificateRequest {
+                    id,
+                    ..Default::default()
+                })
                 .await
                 .unwrap()
                 .into_inner()

@@ -2,6 +2,7 @@
 
 #![expect(clippy::unwrap_used, reason = "tests")]
 
+mod backup;
 mod binary;
 mod crash;
 mod dead_letters;
@@ -13,7 +14,9 @@ mod issuance;
 mod kms;
 mod lifecycle;
 mod outage;
+mod rotation;
 mod secrets;
+mod secrets_distributed;
 mod tenancy;
 mod tls;
 mod trace;

@@ -61,6 +61,7 @@ async fn the_api_answers_unavailable_without_its_database_and_recovers() {
         PROMPT,
         client.get_certificate(GetCertificateRequest {
             id: before.id.clone(),
+            ..Default::default()
         }),
     )
     .await
@@ -97,6 +98,7 @@ async fn the_api_answers_unavailable_without_its_database_and_recovers() {
         match client
             .get_certificate(GetCertificateRequest {
                 id: before.id.clone(),
+                ..Default::default()
             })
             .await
         {
@@ -137,6 +139,7 @@ async fn the_api_answers_unavailable_without_its_database_and_recovers() {
             Duration::from_secs(20),
             client.get_certificate(GetCertificateRequest {
                 id: before.id.clone(),
+                ..Default::default()
             }),
         )
         .await
@@ -158,6 +161,7 @@ async fn the_api_answers_unavailable_without_its_database_and_recovers() {
     while client
         .get_certificate(GetCertificateRequest {
             id: before.id.clone(),
+            ..Default::default()
         })
         .await
         .is_err()
@@ -259,7 +263,10 @@ async fn work_requested_while_rabbitmq_is_away_is_done_when_it_returns() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     for id in &ids {
         let certificate = client
-            .get_certificate(GetCertificateRequest { id: id.clone() })
+            .get_certificate(GetCertificateRequest {
+                id: id.clone(),
+                ..Default::default()
+            })
             .await
             .unwrap()
             .into_inner();

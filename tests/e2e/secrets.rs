@@ -1,5 +1,6 @@
 //! After a full run (issue, renew, download, revoke, delete), no private key is
-//! in plaintext in the database files, the logs or the event stream.
+//! in plaintext in the database files, the archive's copies, the logs or the
+//! event stream.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -32,6 +33,23 @@ fn needles(private_key_pem: &str) -> Vec<Vec<u8>> {
     needles
 }
 
+/// Every file under `dir` whose name ends with `suffix`, recursively.
+fn files_named(dir: &std::path::Path, suffix: &str) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(files_named(&path, suffix));
+        } else if path.to_string_lossy().ends_with(suffix) {
+            found.push(path);
+        }
+    }
+    found
+}
+
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack
         .windows(needle.len())
@@ -56,7 +74,7 @@ async fn no_private_key_in_plaintext_anywhere() {
     // Record every event the organization's watchers see.
     let events = Arc::new(Mutex::new(Vec::new()));
     let mut stream = client
-        .watch_certificates(WatchCertificatesRequest {})
+        .watch_certificates(WatchCertificatesRequest::default())
         .await
         .unwrap()
         .into_inner();
@@ -128,6 +146,19 @@ async fn no_private_key_in_plaintext_anywhere() {
     )
     .await
     .unwrap();
+    // The archive's copies (`<data-dir>/backups`) of all three versions,
+    // before one certificate is deleted (deleted ones are not copied).
+    let backups = data_dir.join("backups");
+    let started = std::time::Instant::now();
+    while files_named(&backups, "privkey.enc").len() < 3 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no archive copies in {}: {}",
+            backups.display(),
+            process.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     client
         .delete_certificate(DeleteCertificateRequest { id: ids[0].clone() })
         .await
@@ -158,14 +189,22 @@ async fn no_private_key_in_plaintext_anywhere() {
         places[1].1.len() > 1000,
         "the debug log should not be empty"
     );
-    for entry in std::fs::read_dir(&data_dir).unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        if name.starts_with("certfleet.db") {
+    // Every file of the data dir but the master key: the database, its WAL,
+    // the archive's copies.
+    for path in files_named(&data_dir, "") {
+        let name = path.strip_prefix(&data_dir).unwrap().display().to_string();
+        if name != "master.key" {
             places.push((name, std::fs::read(&path).unwrap()));
         }
     }
     assert!(places.iter().any(|(name, _)| name == "certfleet.db"));
+    assert!(
+        places
+            .iter()
+            .filter(|(name, _)| name.starts_with("backups/") && name.ends_with("/privkey.enc"))
+            .count()
+            == 3
+    );
     assert_eq!(keys.len(), 3);
     for (place, contents) in &places {
         assert!(

@@ -32,7 +32,10 @@ async fn another_organization_sees_nothing() {
         let messages = [
             not_found(
                 intruder
-                    .get_certificate(GetCertificateRequest { id: id.to_owned() })
+                    .get_certificate(GetCertificateRequest {
+                        id: id.to_owned(),
+                        ..Default::default()
+                    })
                     .await
                     .unwrap_err(),
             ),

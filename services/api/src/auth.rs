@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use certfleet_core::{Clock, Role};
+use certfleet_core::{Clock, InputError, Role, validate_slug};
 use certfleet_store::{ApiToken, AuditEntry, Store, new_id};
 use rand::RngCore as _;
 use sha2::{Digest as _, Sha256};
@@ -29,7 +29,65 @@ pub struct Principal {
     pub role: Role,
 }
 
+/// The organization a call acts on, as far as the token alone tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope<'a> {
+    /// An organization token's own organization (its id).
+    Own(&'a str),
+    /// The organization a platform agent token names (a well-formed slug,
+    /// not looked up yet).
+    Named(&'a str),
+}
+
 impl Principal {
+    /// For calls on one organization that platform agent tokens may make too:
+    /// an organization token acts on its own organization and leaves
+    /// `organization` empty; an agent token names the organization's slug there.
+    pub fn scope<'a>(&'a self, needed: Role, organization: &'a str) -> Result<Scope<'a>, ApiError> {
+        if !self.is_agent() {
+            let organization_id = self.organization(needed)?;
+            if !organization.is_empty() {
+                return Err(InputError::new(
+                    "organization",
+                    organization,
+                    "is for platform agent tokens; an organization token acts on its own organization, leave it empty",
+                )
+                .into());
+            }
+            return Ok(Scope::Own(organization_id));
+        }
+        if !self.role.allows(needed) {
+            return Err(ApiError::PermissionDenied(format!(
+                "this call needs a token with the {needed} role; agent tokens only read certificates and their bundles"
+            )));
+        }
+        if organization.is_empty() {
+            return Err(InputError::new(
+                "organization",
+                organization,
+                "is empty; an agent token names the organization (slug) it acts on",
+            )
+            .into());
+        }
+        validate_slug("organization", organization)?;
+        Ok(Scope::Named(organization))
+    }
+
+    /// Succeeds for platform admin and agent tokens: the calls that read
+    /// across organizations (the organization list).
+    pub fn platform_reader(&self) -> Result<(), ApiError> {
+        if self.organization_id.is_none() && self.role.allows(Role::Agent) {
+            return Ok(());
+        }
+        Err(ApiError::PermissionDenied(
+            "this call needs a platform admin or agent token".to_owned(),
+        ))
+    }
+
+    fn is_agent(&self) -> bool {
+        self.organization_id.is_none() && self.role == Role::Agent
+    }
+
     /// The caller's organization, when it is an organization token whose role allows `needed`.
     pub fn organization(&self, needed: Role) -> Result<&str, ApiError> {
         let Some(organization_id) = self.organization_id.as_deref() else {
@@ -293,6 +351,57 @@ mod tests {
         };
         assert!(admin.platform_admin().is_ok());
         assert!(admin.organization(Role::Read).is_err());
+        assert!(admin.platform_reader().is_ok());
+        assert!(matches!(
+            admin.scope(Role::Read, "acme"),
+            Err(ApiError::PermissionDenied(_))
+        ));
+        assert!(org.platform_reader().is_err());
+    }
+
+    #[test]
+    fn agents_name_the_organization_and_only_read() {
+        let agent = Principal {
+            token_id: "t".into(),
+            organization_id: None,
+            role: Role::Agent,
+        };
+        assert_eq!(
+            agent.scope(Role::Read, "acme").ok(),
+            Some(Scope::Named("acme"))
+        );
+        assert_eq!(
+            agent.scope(Role::Bundle, "acme").ok(),
+            Some(Scope::Named("acme"))
+        );
+        assert!(matches!(
+            agent.scope(Role::Write, "acme"),
+            Err(ApiError::PermissionDenied(_))
+        ));
+        for bad in ["", "Not_A_Slug"] {
+            let Err(ApiError::InvalidArgument(error)) = agent.scope(Role::Read, bad) else {
+                panic!("{bad:?} accepted");
+            };
+            assert!(error.to_string().starts_with("organization: "), "{error}");
+        }
+        assert!(agent.platform_reader().is_ok());
+        assert!(agent.platform_admin().is_err());
+        assert!(agent.organization(Role::Read).is_err());
+
+        let org = Principal {
+            token_id: "t".into(),
+            organization_id: Some("o".into()),
+            role: Role::Bundle,
+        };
+        assert_eq!(org.scope(Role::Bundle, "").ok(), Some(Scope::Own("o")));
+        assert!(matches!(
+            org.scope(Role::Read, "other"),
+            Err(ApiError::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            org.scope(Role::Write, ""),
+            Err(ApiError::PermissionDenied(_))
+        ));
     }
 
     /// A store with one live and one soft-deleted organization, a read token

@@ -120,21 +120,23 @@ pub fn role_to_proto(role: Role) -> pb::Role {
         Role::Read => pb::Role::Read,
         Role::Write => pb::Role::Write,
         Role::Bundle => pb::Role::Bundle,
-        // Platform roles have no organization-token equivalent on the wire.
+        Role::Agent => pb::Role::Agent,
+        // Admin tokens are made at start-up, never through the API.
         Role::Admin => pb::Role::Unspecified,
     }
 }
 
-/// An organization token role; UNSPECIFIED is refused.
+/// A role a token can be created with; UNSPECIFIED is refused.
 pub fn role_from_proto(field: &str, value: i32) -> Result<Role, InputError> {
     match pb::Role::try_from(value) {
         Ok(pb::Role::Read) => Ok(Role::Read),
         Ok(pb::Role::Write) => Ok(Role::Write),
         Ok(pb::Role::Bundle) => Ok(Role::Bundle),
+        Ok(pb::Role::Agent) => Ok(Role::Agent),
         Ok(pb::Role::Unspecified) => Err(InputError::new(
             field,
             "ROLE_UNSPECIFIED",
-            "is required; accepted values: read, write, bundle",
+            "is required; accepted values: read, write, bundle, agent",
         )),
         Err(_) => Err(unknown_enum(field, value, "role")),
     }
@@ -271,7 +273,7 @@ mod tests {
             assert_eq!(reason_from_proto("r", wire).unwrap(), *reason);
             assert_eq!(i32::from(reason.code()), wire);
         }
-        for role in [Role::Read, Role::Write, Role::Bundle] {
+        for role in [Role::Read, Role::Write, Role::Bundle, Role::Agent] {
             let wire = role_to_proto(role) as i32;
             assert_eq!(role_from_proto("role", wire).unwrap(), role);
         }

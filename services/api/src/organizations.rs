@@ -1,22 +1,20 @@
-//! OrganizationService: tenants and their API tokens, for platform admin tokens only.
+//! OrganizationService: tenants and their API tokens, for platform admin
+//! tokens; platform agent tokens may list the organizations.
 
 mod audit;
+mod tokens;
 
-use certfleet_core::{InputError, Role, validate_email, validate_slug};
+use certfleet_core::{InputError, validate_email, validate_slug};
 use certfleet_proto::v1 as pb;
 use certfleet_proto::v1::organization_service_server::OrganizationService;
-use certfleet_store::{ApiToken, AuditEntry, Organization, new_id};
+use certfleet_store::{AuditEntry, Organization, new_id};
 use tonic::{Request, Response, Status};
 
-use crate::auth::{Authenticator, new_token};
-use crate::convert::{optional_seconds, remote_ip, role_from_proto, role_to_proto, seconds};
+use crate::auth::Authenticator;
+use crate::convert::{remote_ip, seconds};
 use crate::{ApiError, ApiState};
 
 const MAX_NAME_CHARS: usize = 200;
-const MAX_DESCRIPTION_CHARS: usize = 200;
-/// The longest token lifetime accepted (ten years): a longer one is more
-/// likely a unit mistake than an intent; 0 asks for a token that never expires.
-const MAX_EXPIRES_IN_SECONDS: i64 = 10 * 365 * 24 * 3600;
 
 /// An authorized platform admin caller.
 #[derive(Debug, Clone)]
@@ -54,6 +52,20 @@ impl OrganizationApi {
         })
     }
 
+    /// The live organizations, for platform admin and agent tokens.
+    async fn organizations(&self) -> Result<pb::ListOrganizationsResponse, ApiError> {
+        let organizations = self
+            .state
+            .store
+            .list_organizations()
+            .await
+            .map_err(|error| ApiError::store("list organizations", error))?
+            .into_iter()
+            .map(organization_to_proto)
+            .collect();
+        Ok(pb::ListOrganizationsResponse { organizations })
+    }
+
     async fn new_organization(
         &self,
         actor: &Admin,
@@ -88,68 +100,7 @@ impl OrganizationApi {
             .await
             .map_err(|error| ApiError::store("create organization", error))?;
         tracing::info!(organization_id = %created.id, slug = %created.slug, "organization created");
-        Ok(pb::Organization {
-            id: created.id,
-            slug: created.slug,
-            name: created.name,
-            contact_email: created.contact_email,
-            created_at: seconds(created.created_at),
-        })
-    }
-
-    async fn new_api_token(
-        &self,
-        actor: &Admin,
-        request: pb::CreateApiTokenRequest,
-    ) -> Result<pb::ApiToken, ApiError> {
-        validate_slug("organization", &request.organization)?;
-        let role = role_from_proto("role", request.role)?;
-        check_text(
-            "description",
-            &request.description,
-            MAX_DESCRIPTION_CHARS,
-            false,
-        )?;
-        let lifetime_ms = lifetime_ms("expires_in_seconds", request.expires_in_seconds)?;
-        let organization = self.organization(&request.organization).await?;
-        let now = self.state.clock.now_ms();
-        let expires_at = lifetime_ms.map(|lifetime_ms| now.saturating_add(lifetime_ms));
-        let token = new_token(
-            Some(&organization.id),
-            role,
-            &request.description,
-            now,
-            expires_at,
-        );
-        let mut audit = AuditEntry::new(
-            Some(&organization.id),
-            &actor.token_id,
-            "api_token.created",
-            Some(&token.row.id),
-            now,
-        )
-        .from_remote(actor.remote_addr.as_deref());
-        audit.details = format!("role {role}");
-        let stored = self
-            .state
-            .store
-            .insert_api_token(token.row, audit)
-            .await
-            .map_err(|error| ApiError::store("create api token", error))?;
-        tracing::info!(
-            organization_id = %organization.id,
-            token_id = %stored.id,
-            %role,
-            "api token created"
-        );
-        Ok(pb::ApiToken {
-            id: stored.id,
-            organization_id: organization.id,
-            role: role_to_proto(role).into(),
-            token: token.bearer,
-            created_at: seconds(stored.created_at),
-            expires_at: optional_seconds(stored.expires_at),
-        })
+        Ok(organization_to_proto(created))
     }
 
     /// The live organization with this slug.
@@ -161,103 +112,16 @@ impl OrganizationApi {
             .map_err(|error| ApiError::store("find organization", error))?
             .ok_or_else(|| ApiError::NotFound(format!("organization {slug:?} not found")))
     }
-
-    async fn api_tokens(
-        &self,
-        request: pb::ListApiTokensRequest,
-    ) -> Result<pb::ListApiTokensResponse, ApiError> {
-        validate_slug("organization", &request.organization)?;
-        let organization = self.organization(&request.organization).await?;
-        let tokens = self
-            .state
-            .store
-            .list_api_tokens(&organization.id)
-            .await
-            .map_err(|error| ApiError::store("list api tokens", error))?;
-        let tokens = tokens
-            .into_iter()
-            .map(|token| token_info(token, &organization))
-            .collect();
-        Ok(pb::ListApiTokensResponse { tokens })
-    }
-
-    async fn revoke(
-        &self,
-        actor: &Admin,
-        request: pb::RevokeApiTokenRequest,
-    ) -> Result<pb::ApiTokenInfo, ApiError> {
-        validate_slug("organization", &request.organization)?;
-        check_text("id", &request.id, MAX_NAME_CHARS, true)?;
-        let organization = self.organization(&request.organization).await?;
-        let now = self.state.clock.now_ms();
-        let audit = AuditEntry::new(
-            Some(&organization.id),
-            &actor.token_id,
-            "api_token.revoked",
-            Some(&request.id),
-            now,
-        )
-        .from_remote(actor.remote_addr.as_deref());
-        let revoked = self
-            .state
-            .store
-            .revoke_api_token(&organization.id, &request.id, now, audit)
-            .await
-            .map_err(|error| ApiError::store("revoke api token", error))?
-            .ok_or_else(|| {
-                ApiError::NotFound(format!(
-                    "api token {:?} not found in organization {:?}",
-                    request.id, organization.slug
-                ))
-            })?;
-        tracing::info!(
-            organization_id = %organization.id,
-            token_id = %revoked.id,
-            "api token revoked"
-        );
-        Ok(token_info(revoked, &organization))
-    }
 }
 
-/// A stored token as listed: everything but the secret hash.
-fn token_info(token: ApiToken, organization: &Organization) -> pb::ApiTokenInfo {
-    let role = match Role::parse("role", &token.role) {
-        Ok(role) => role_to_proto(role),
-        Err(_) => {
-            tracing::error!(token_id = %token.id, role = %token.role, "api token has an unknown role");
-            pb::Role::Unspecified
-        }
-    };
-    pb::ApiTokenInfo {
-        id: token.id,
-        organization_id: organization.id.clone(),
-        organization: organization.slug.clone(),
-        role: role.into(),
-        description: token.description,
-        created_at: seconds(token.created_at),
-        last_used_at: optional_seconds(token.last_used_at),
-        expires_at: optional_seconds(token.expires_at),
-        revoked_at: optional_seconds(token.revoked_at),
+fn organization_to_proto(organization: Organization) -> pb::Organization {
+    pb::Organization {
+        id: organization.id,
+        slug: organization.slug,
+        name: organization.name,
+        contact_email: organization.contact_email,
+        created_at: seconds(organization.created_at),
     }
-}
-
-/// A requested token lifetime in milliseconds: `None` for 0 (never expires).
-fn lifetime_ms(field: &str, seconds: i64) -> Result<Option<i64>, InputError> {
-    if seconds < 0 {
-        return Err(InputError::new(
-            field,
-            seconds.to_string(),
-            "is negative; give a number of seconds, or 0 for a token that never expires",
-        ));
-    }
-    if seconds > MAX_EXPIRES_IN_SECONDS {
-        return Err(InputError::new(
-            field,
-            seconds.to_string(),
-            format!("is longer than {MAX_EXPIRES_IN_SECONDS} seconds (ten years)"),
-        ));
-    }
-    Ok((seconds > 0).then(|| seconds * 1000))
 }
 
 /// A free-text field: at most `max_chars` characters, non-empty when `required`.
@@ -293,6 +157,16 @@ impl OrganizationService for OrganizationApi {
         let actor = self.admin(&request).await?;
         let organization = self.new_organization(&actor, request.into_inner()).await?;
         Ok(Response::new(organization))
+    }
+
+    async fn list_organizations(
+        &self,
+        request: Request<pb::ListOrganizationsRequest>,
+    ) -> Result<Response<pb::ListOrganizationsResponse>, Status> {
+        let principal = self.auth.authenticate(request.metadata()).await?;
+        principal.platform_reader()?;
+        let organizations = self.organizations().await?;
+        Ok(Response::new(organizations))
     }
 
     async fn create_api_token(
@@ -334,23 +208,7 @@ impl OrganizationService for OrganizationApi {
 
 #[cfg(test)]
 mod tests {
-    use super::{MAX_EXPIRES_IN_SECONDS, check_text, lifetime_ms};
-
-    #[test]
-    fn token_lifetimes() {
-        assert_eq!(lifetime_ms("expires_in_seconds", 0).ok(), Some(None));
-        assert_eq!(
-            lifetime_ms("expires_in_seconds", 90).ok(),
-            Some(Some(90_000))
-        );
-        let negative = lifetime_ms("expires_in_seconds", -1).map_err(|error| error.to_string());
-        assert!(
-            matches!(&negative, Err(message) if message.contains("expires_in_seconds") && message.contains("-1")),
-            "{negative:?}"
-        );
-        assert!(lifetime_ms("expires_in_seconds", MAX_EXPIRES_IN_SECONDS + 1).is_err());
-        assert!(lifetime_ms("expires_in_seconds", i64::MAX).is_err());
-    }
+    use super::check_text;
 
     #[test]
     fn text_fields() {

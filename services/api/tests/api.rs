@@ -2,6 +2,8 @@
 //! organizations, certificates, DNS providers, tenant isolation, events,
 //! health and reflection.
 
+#[path = "api/agent.rs"]
+mod agent;
 #[path = "api/audit.rs"]
 mod audit;
 #[path = "api/certificates.rs"]

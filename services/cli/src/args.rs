@@ -78,7 +78,8 @@ pub struct ClientArgs {
     /// PEM private key of --client-cert.
     #[arg(long, global = true, env = "CERTFLEET_CLIENT_KEY")]
     pub client_key: Option<PathBuf>,
-    /// Bearer token (an organization token, or the admin token for `org` and `token`).
+    /// Bearer token (an organization token, or the admin token for `org` and
+    /// `token`; an agent token may run `org list`).
     #[arg(long, global = true, env = "CERTFLEET_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// Output format.
@@ -111,6 +112,26 @@ pub enum Command {
     /// The audit log: who changed what and downloaded which key, from where
     /// (needs the admin token).
     Audit(crate::audit::AuditArgs),
+    /// The key that wraps stored private keys: rotate it (`vault rewrap`).
+    /// Works on the database directly, like `migrate`.
+    #[command(subcommand)]
+    Vault(crate::vault::VaultCommand),
+    /// The archive of issued certificates: check that it can rebuild the
+    /// database (`backup verify`). Works on the database directly.
+    #[command(subcommand)]
+    Backup(crate::backup::BackupCommand),
+    /// Rebuild a database from the archive after losing it: organizations,
+    /// certificates and every version with its sealed private key.
+    ///
+    /// Reads every copy in --from, checks its files and opens its key with
+    /// the vault key (the master key or KMS key of the lost installation),
+    /// and writes each certificate with its versions in one transaction. A
+    /// copy that is incomplete, altered or whose key does not match is
+    /// named and skipped; the rest is restored (exit status 1 then).
+    /// Refuses a database that already holds organizations unless --merge.
+    /// Not in the archive, so not restored: API tokens, DNS providers and
+    /// ACME accounts (a new account is registered on the next order).
+    Restore(crate::backup::RestoreArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -165,34 +186,10 @@ pub struct ServerArgs {
     /// Extra PEM root to trust for the CA's HTTPS (a private or test CA), besides the system's roots.
     #[arg(long, env = "CERTFLEET_CA_ROOT")]
     pub ca_root: Option<PathBuf>,
-    /// File with the base64 master key; default `<data-dir>/master.key`.
-    #[arg(long, env = "CERTFLEET_MASTER_KEY_FILE")]
-    pub master_key_file: Option<PathBuf>,
-    /// The base64 master key itself (takes precedence over the file).
-    #[arg(long, env = "CERTFLEET_MASTER_KEY", hide_env_values = true)]
-    pub master_key: Option<String>,
-    /// Which key wraps the data keys of sealed private keys: `local` (the
-    /// master key) or `aws-kms` (the --kms-* settings; no master key then).
-    #[arg(long, env = "CERTFLEET_VAULT_PROVIDER", default_value = "local")]
-    pub vault_provider: VaultProvider,
-    /// aws-kms: the KMS key, as key id, key ARN or alias/NAME.
-    #[arg(long, env = "CERTFLEET_KMS_KEY_ID")]
-    pub kms_key_id: Option<String>,
-    /// aws-kms: the key's region.
-    #[arg(long, env = "CERTFLEET_KMS_REGION", default_value = "us-east-1")]
-    pub kms_region: String,
-    /// aws-kms: another endpoint than AWS's (a KMS-compatible service, a proxy).
-    #[arg(long, env = "CERTFLEET_KMS_ENDPOINT_URL")]
-    pub kms_endpoint_url: Option<String>,
-    /// aws-kms: the access key id of the credentials.
-    #[arg(long, env = "CERTFLEET_KMS_ACCESS_KEY_ID", hide_env_values = true)]
-    pub kms_access_key_id: Option<String>,
-    /// aws-kms: the secret access key of the credentials.
-    #[arg(long, env = "CERTFLEET_KMS_SECRET_ACCESS_KEY", hide_env_values = true)]
-    pub kms_secret_access_key: Option<String>,
-    /// aws-kms: the session token of temporary credentials.
-    #[arg(long, env = "CERTFLEET_KMS_SESSION_TOKEN", hide_env_values = true)]
-    pub kms_session_token: Option<String>,
+    #[command(flatten)]
+    pub keys: crate::vault::VaultKeyArgs,
+    #[command(flatten)]
+    pub archive: crate::archive::ArchiveArgs,
     /// Seconds between scheduler passes (renewals, lost work).
     #[arg(long, env = "CERTFLEET_SCHEDULER_INTERVAL", default_value_t = 30)]
     pub scheduler_interval: u64,
@@ -262,7 +259,8 @@ fn parse_absolute_path(value: &str) -> Result<PathBuf, String> {
 }
 
 impl ServerArgs {
-    pub fn into_config(self, dev: bool) -> EmbeddedConfig {
+    /// The settings, checked where a bad value would otherwise surface late.
+    pub fn into_config(self, dev: bool) -> anyhow::Result<EmbeddedConfig> {
         let default_directory = if dev {
             "https://127.0.0.1:14000/dir"
         } else {
@@ -273,27 +271,19 @@ impl ServerArgs {
         } else {
             SocketAddr::from(([0, 0, 0, 0], 80))
         };
-        EmbeddedConfig {
+        let archive = self.archive.config(Some(&self.data_dir.join("backups")))?;
+        Ok(EmbeddedConfig {
             dev,
+            archive,
             database_url: self.database_url,
             master_key_file: self
+                .keys
                 .master_key_file
+                .clone()
                 .unwrap_or_else(|| self.data_dir.join("master.key")),
-            master_key: self.master_key,
-            kms: match self.vault_provider {
-                VaultProvider::Local => None,
-                VaultProvider::AwsKms => Some(certfleet_vault::AwsKmsConfig {
-                    key_id: self.kms_key_id.unwrap_or_default(),
-                    region: self.kms_region,
-                    endpoint_url: self.kms_endpoint_url.filter(|url| !url.trim().is_empty()),
-                    access_key_id: self.kms_access_key_id.unwrap_or_default(),
-                    secret_access_key: self.kms_secret_access_key.unwrap_or_default().into(),
-                    session_token: self
-                        .kms_session_token
-                        .filter(|token| !token.is_empty())
-                        .map(Into::into),
-                }),
-            },
+            master_key: self.keys.master_key.clone(),
+            previous_master_key_files: self.keys.previous_master_key_file.clone(),
+            kms: self.keys.kms(),
             data_dir: self.data_dir,
             grpc_listen: self.grpc_listen,
             grpc_tls: self.grpc_tls_cert.zip(self.grpc_tls_key),
@@ -314,7 +304,7 @@ impl ServerArgs {
                 self.dns_propagation_interval,
                 self.dns_exec_programs,
             ),
-        }
+        })
     }
 }
 
@@ -359,6 +349,8 @@ pub enum OrgCommand {
         #[arg(long)]
         email: String,
     },
+    /// List the organizations, by slug (the admin token or an agent token).
+    List,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -369,22 +361,28 @@ pub enum RoleArg {
     Write,
     /// See certificates and download their private keys.
     Bundle,
+    /// A platform token for proxy agents, given without `--org`: see the
+    /// certificates of every organization and download their private keys;
+    /// change nothing.
+    Agent,
 }
 
-/// API tokens of organizations. Every `token` command needs the platform admin
-/// token (`--token` or `CERTFLEET_TOKEN`), the one `certfleet dev` prints on
-/// first start.
+/// API tokens of organizations, and the platform agent tokens. Every `token`
+/// command needs the platform admin token (`--token` or `CERTFLEET_TOKEN`), the
+/// one `certfleet dev` prints on first start.
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
-    /// Create an API token for an organization; the secret is shown once.
+    /// Create an API token for an organization, or a platform agent token
+    /// (`--role agent`, no `--org`); the secret is shown once.
     ///
     /// The token (`cf1.<id>.<secret>`) is printed once and cannot be shown
     /// again: store it at once. A lost token is revoked (`token revoke`) and
     /// replaced by a new one.
     Create {
-        /// Slug of the organization the token belongs to (as given to `org create`).
+        /// Slug of the organization the token belongs to (as given to `org
+        /// create`); required for read, write and bundle, refused for agent.
         #[arg(long, value_name = "SLUG")]
-        org: String,
+        org: Option<String>,
         /// What the token may do.
         #[arg(long)]
         role: RoleArg,
@@ -398,15 +396,17 @@ pub enum TokenCommand {
         #[arg(long, value_name = "DURATION", value_parser = crate::tokens::parse_lifetime)]
         expires_in: Option<i64>,
     },
-    /// List the tokens of an organization, secrets never shown.
+    /// List the tokens of an organization, or without `--org` the platform
+    /// agent tokens; secrets never shown.
     ///
     /// Shows each token's id, role, state (active, expired or revoked),
     /// creation, last use (recorded at most once a minute), expiry and
     /// description. Revoked and expired tokens stay listed.
     List {
-        /// Slug of the organization whose tokens are listed.
+        /// Slug of the organization whose tokens are listed; without it, the
+        /// agent tokens are.
         #[arg(long, value_name = "SLUG")]
-        org: String,
+        org: Option<String>,
     },
     /// Revoke a token of an organization; calls with it fail at once.
     ///
@@ -418,9 +418,9 @@ pub enum TokenCommand {
         /// Id of the token to revoke.
         id: String,
         /// Slug of the organization the token belongs to; a token of another
-        /// organization is not found.
+        /// organization is not found. Left out for an agent token.
         #[arg(long, value_name = "SLUG")]
-        org: String,
+        org: Option<String>,
     },
 }
 

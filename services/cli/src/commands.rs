@@ -9,7 +9,8 @@ use anyhow::Context as _;
 use certfleet_proto::v1::{
     self as pb, CertificateStatus, CreateCertificateRequest, CreateOrganizationRequest,
     DeleteCertificateRequest, GetCertificateBundleRequest, GetCertificateRequest,
-    ListCertificatesRequest, RenewCertificateRequest, RevokeCertificateRequest,
+    ListCertificatesRequest, ListOrganizationsRequest, RenewCertificateRequest,
+    RevokeCertificateRequest,
 };
 use certfleet_store::Store;
 
@@ -45,32 +46,51 @@ pub(crate) async fn migrate(args: MigrateArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub(crate) async fn org(args: &ClientArgs, command: OrgCommand) -> anyhow::Result<ExitCode> {
-    let OrgCommand::Create { slug, name, email } = command;
     let mut organizations = client::organizations(args).await?;
-    let organization = organizations
-        .create_organization(CreateOrganizationRequest {
-            slug,
-            name,
-            contact_email: email,
+    let listed = match command {
+        OrgCommand::Create { slug, name, email } => {
+            let organization = organizations
+                .create_organization(CreateOrganizationRequest {
+                    slug,
+                    name,
+                    contact_email: email,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            if let Output::Json = args.output {
+                println!("{}", output::organization_json(&organization));
+                return Ok(ExitCode::SUCCESS);
+            }
+            vec![organization]
+        }
+        OrgCommand::List => {
+            let listed = organizations
+                .list_organizations(ListOrganizationsRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .organizations;
+            if let Output::Json = args.output {
+                let json = listed.iter().map(output::organization_json).collect();
+                println!("{}", serde_json::Value::Array(json));
+                return Ok(ExitCode::SUCCESS);
+            }
+            listed
+        }
+    };
+    let rows: Vec<Vec<String>> = listed
+        .iter()
+        .map(|organization| {
+            vec![
+                organization.id.clone(),
+                organization.slug.clone(),
+                organization.name.clone(),
+                organization.contact_email.clone(),
+            ]
         })
-        .await
-        .map_err(status_error)?
-        .into_inner();
-    match args.output {
-        Output::Json => println!("{}", output::organization_json(&organization)),
-        Output::Table => println!(
-            "{}",
-            output::table(
-                &["ID", "SLUG", "NAME", "EMAIL"],
-                &[vec![
-                    organization.id.clone(),
-                    organization.slug.clone(),
-                    organization.name.clone(),
-                    organization.contact_email.clone(),
-                ]]
-            )
-        ),
-    }
+        .collect();
+    println!("{}", output::table(&["ID", "SLUG", "NAME", "EMAIL"], &rows));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -169,7 +189,10 @@ pub(crate) async fn cert(args: &ClientArgs, command: CertCommand) -> anyhow::Res
         }
         CertCommand::Show { id } => {
             let certificate = certificates
-                .get_certificate(GetCertificateRequest { id })
+                .get_certificate(GetCertificateRequest {
+                    id,
+                    ..Default::default()
+                })
                 .await
                 .map_err(status_error)?
                 .into_inner();
@@ -230,6 +253,7 @@ async fn list(
                 expiring_before,
                 page_size,
                 page_token: page_token.clone(),
+                ..Default::default()
             })
             .await
             .map_err(status_error)?
@@ -263,7 +287,10 @@ async fn download(
     out: &Path,
 ) -> anyhow::Result<ExitCode> {
     let bundle = certificates
-        .get_certificate_bundle(GetCertificateBundleRequest { id })
+        .get_certificate_bundle(GetCertificateBundleRequest {
+            id,
+            ..Default::default()
+        })
         .await
         .map_err(status_error)?
         .into_inner();

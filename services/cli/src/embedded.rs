@@ -32,6 +32,10 @@ pub struct EmbeddedConfig {
     pub database_url: Option<String>,
     pub master_key_file: PathBuf,
     pub master_key: Option<String>,
+    /// Where copies of issued versions go; none without.
+    pub archive: Option<certfleet_archive::ArchiveConfig>,
+    /// Earlier master keys: blobs under them still open (key rotation).
+    pub previous_master_key_files: Vec<PathBuf>,
     /// `--vault-provider aws-kms`: data keys from this KMS key; the master
     /// key settings are then unused.
     pub kms: Option<AwsKmsConfig>,
@@ -126,7 +130,8 @@ pub async fn start(config: EmbeddedConfig, clock: Arc<dyn Clock>) -> anyhow::Res
         Some(kms) => Arc::new(kms),
         None => Arc::new(load_master_key(&config).await?),
     };
-    let vault = Vault::new(wrapper);
+    let vault = Vault::new(wrapper)
+        .with_previous(crate::vault::previous_keys(&config.previous_master_key_files).await?);
 
     let admin_token_path = config.data_dir.join("admin-token");
     let new_admin_token = if admin_token_path.exists() {
@@ -179,6 +184,25 @@ pub async fn start(config: EmbeddedConfig, clock: Arc<dyn Clock>) -> anyhow::Res
             owner: owner.clone(),
         },
     );
+    let backups = match &config.archive {
+        Some(archive) => {
+            let archive = certfleet_archive::Archive::open(archive)
+                .map_err(|error| anyhow::anyhow!("--archive-location: {error}"))?;
+            tracing::info!(archive = %archive.describe(), "copies of issued certificates go to the archive");
+            Some(certfleet_acme::BackupWorker::new(
+                store.clone(),
+                archive,
+                clock.clone(),
+                owner.clone(),
+            ))
+        }
+        None => {
+            tracing::warn!(
+                "--archive-location none: no copies of issued certificates are kept outside the database"
+            );
+            None
+        }
+    };
     let api = ApiState {
         store: store.clone(),
         vault,
@@ -204,6 +228,13 @@ pub async fn start(config: EmbeddedConfig, clock: Arc<dyn Clock>) -> anyhow::Res
     tasks.spawn(relay.run());
     tasks.spawn(IssuerPool::run(issuer, jobs, config.issuer_concurrency));
     tasks.spawn(scheduler.run());
+    if let Some(backups) = backups {
+        let mut stop_backups = stopping.clone();
+        let interval = config.scheduler_interval.min(Duration::from_secs(10));
+        tasks.spawn(backups.run_until(interval, async move {
+            let _ = stop_backups.wait_for(|stopped| *stopped).await;
+        }));
+    }
     let mut stop_responder = stopping.clone();
     let responder_store = store.clone();
     tasks.spawn(async move {
@@ -462,7 +493,7 @@ mod tests {
         let Command::Server(server) = Cli::try_parse_from(line).unwrap().command else {
             panic!("not the server command");
         };
-        server.into_config(false)
+        server.into_config(false).unwrap()
     }
 
     #[test]

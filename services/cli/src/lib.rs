@@ -1,14 +1,17 @@
 //! The `certfleet` command line: clap definitions, the embedded server and the
 //! client commands. `main.rs` only parses and runs.
 
+pub mod archive;
 mod args;
 mod audit;
+pub mod backup;
 pub mod client;
 mod commands;
 mod dns;
 pub mod embedded;
 mod output;
 mod tokens;
+pub mod vault;
 mod wait;
 
 use std::process::ExitCode;
@@ -18,18 +21,23 @@ pub use args::{Cli, Command, ServerArgs};
 /// Runs a parsed command line; the exit code says how it went.
 pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
-        Command::Dev(server) => {
-            embedded::run_cli(server.into_config(true), cli.log_format, &cli.log).await
-        }
-        Command::Server(server) => {
-            embedded::run_cli(server.into_config(false), cli.log_format, &cli.log).await
-        }
+        Command::Dev(server) => match server.into_config(true) {
+            Ok(config) => embedded::run_cli(config, cli.log_format, &cli.log).await,
+            Err(error) => Err(error),
+        },
+        Command::Server(server) => match server.into_config(false) {
+            Ok(config) => embedded::run_cli(config, cli.log_format, &cli.log).await,
+            Err(error) => Err(error),
+        },
         Command::Migrate(migrate) => commands::migrate(migrate).await,
         Command::Org(org) => commands::org(&cli.client, org).await,
         Command::Token(token) => tokens::run(&cli.client, token).await,
         Command::Cert(cert) => commands::cert(&cli.client, cert).await,
         Command::Dns(dns) => dns::run(&cli.client, dns).await,
         Command::Audit(audit) => audit::run(&cli.client, audit).await,
+        Command::Vault(vault) => vault::run(vault).await,
+        Command::Backup(backup) => backup::run(backup).await,
+        Command::Restore(restore) => backup::restore_command(restore).await,
     };
     match result {
         Ok(code) => code,

@@ -1,9 +1,11 @@
 //! `certfleet token`: create, list and revoke the API tokens of an
-//! organization over gRPC, with the platform admin token.
+//! organization, or the platform agent tokens, over gRPC, with the platform
+//! admin token.
 
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use anyhow::bail;
 use certfleet_proto::v1::{
     self as pb, ApiToken, ApiTokenInfo, CreateApiTokenRequest, ListApiTokensRequest,
     RevokeApiTokenRequest,
@@ -25,14 +27,14 @@ pub(crate) async fn run(args: &ClientArgs, command: TokenCommand) -> anyhow::Res
             description,
             expires_in,
         } => create(args, org, role, description, expires_in).await,
-        TokenCommand::List { org } => list(args, org).await,
-        TokenCommand::Revoke { id, org } => revoke(args, id, org).await,
+        TokenCommand::List { org } => list(args, org.unwrap_or_default()).await,
+        TokenCommand::Revoke { id, org } => revoke(args, id, org.unwrap_or_default()).await,
     }
 }
 
 async fn create(
     args: &ClientArgs,
-    organization: String,
+    organization: Option<String>,
     role: RoleArg,
     description: String,
     expires_in: Option<i64>,
@@ -41,6 +43,15 @@ async fn create(
         RoleArg::Read => pb::Role::Read,
         RoleArg::Write => pb::Role::Write,
         RoleArg::Bundle => pb::Role::Bundle,
+        RoleArg::Agent => pb::Role::Agent,
+    };
+    let organization = match (role, organization) {
+        (RoleArg::Agent, Some(org)) => bail!(
+            "--org {org:?} is not accepted with --role agent: agent tokens belong to the platform, not to an organization"
+        ),
+        (RoleArg::Agent, None) => String::new(),
+        (_, Some(org)) => org,
+        (_, None) => bail!("--org is required for the read, write and bundle roles"),
     };
     let mut organizations = client::organizations(args).await?;
     let token = organizations
@@ -162,6 +173,7 @@ fn role_name(role: i32) -> &'static str {
         pb::Role::Read => "read",
         pb::Role::Write => "write",
         pb::Role::Bundle => "bundle",
+        pb::Role::Agent => "agent",
         pb::Role::Unspecified => "unknown",
     }
 }

@@ -18,7 +18,7 @@ pub(crate) type Watch = tonic::Streaming<pb::CertificateEvent>;
 
 pub(crate) async fn open_watch(certificates: &mut Certificates) -> anyhow::Result<Watch> {
     Ok(certificates
-        .watch_certificates(WatchCertificatesRequest {})
+        .watch_certificates(WatchCertificatesRequest::default())
         .await
         .map_err(status_error)?
         .into_inner())
@@ -29,7 +29,10 @@ pub(crate) async fn current_serial(
     id: &str,
 ) -> anyhow::Result<String> {
     let certificate = certificates
-        .get_certificate(GetCertificateRequest { id: id.to_owned() })
+        .get_certificate(GetCertificateRequest {
+            id: id.to_owned(),
+            ..Default::default()
+        })
         .await
         .map_err(status_error)?
         .into_inner();
@@ -113,7 +116,10 @@ pub(crate) async fn finish(
             }
         }
         current = certificates
-            .get_certificate(GetCertificateRequest { id: id.clone() })
+            .get_certificate(GetCertificateRequest {
+                id: id.clone(),
+                ..Default::default()
+            })
             .await
             .map_err(status_error)?
             .into_inner();

@@ -1,6 +1,7 @@
 //! CertificateService: the certificates of the caller's organization. Every
 //! store call is scoped by the caller's organization, so another organization's
-//! certificate is answered exactly like a missing one.
+//! certificate is answered exactly like a missing one. A platform agent token
+//! reads in the organization its request names.
 
 mod read;
 mod write;
@@ -14,7 +15,7 @@ use tokio::sync::watch;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, Scope};
 use crate::{ApiError, ApiState};
 
 /// The gRPC implementation of `certfleet.v1.CertificateService`.
@@ -45,10 +46,29 @@ impl CertificateApi {
         }
     }
 
-    /// The caller's organization id and token id, when its token allows `needed`.
-    async fn caller<T>(&self, request: &Request<T>, needed: Role) -> Result<Caller, ApiError> {
+    /// The organization the call acts on and the caller's token id, when its
+    /// token allows `needed`. `organization` is the request's field of that
+    /// name: empty for organization tokens, the slug for agent tokens (calls
+    /// without the field pass "").
+    async fn caller<T>(
+        &self,
+        request: &Request<T>,
+        needed: Role,
+        organization: &str,
+    ) -> Result<Caller, ApiError> {
         let principal = self.auth.authenticate(request.metadata()).await?;
-        let organization_id = principal.organization(needed)?.to_owned();
+        let organization_id = match principal.scope(needed, organization)? {
+            Scope::Own(organization_id) => organization_id.to_owned(),
+            Scope::Named(slug) => {
+                self.state
+                    .store
+                    .find_organization_by_slug(slug)
+                    .await
+                    .map_err(|error| ApiError::store("find organization", error))?
+                    .ok_or_else(|| ApiError::NotFound(format!("organization {slug:?} not found")))?
+                    .id
+            }
+        };
         Ok(Caller {
             organization_id,
             token_id: principal.token_id,
@@ -78,7 +98,7 @@ impl CertificateService for CertificateApi {
         &self,
         request: Request<pb::CreateCertificateRequest>,
     ) -> Result<Response<pb::Certificate>, Status> {
-        let caller = self.caller(&request, Role::Write).await?;
+        let caller = self.caller(&request, Role::Write, "").await?;
         let created = self.create(&caller, request.into_inner()).await?;
         Ok(Response::new(created))
     }
@@ -87,7 +107,9 @@ impl CertificateService for CertificateApi {
         &self,
         request: Request<pb::GetCertificateRequest>,
     ) -> Result<Response<pb::Certificate>, Status> {
-        let caller = self.caller(&request, Role::Read).await?;
+        let caller = self
+            .caller(&request, Role::Read, &request.get_ref().organization)
+            .await?;
         let certificate = self.get(&caller, &request.get_ref().id).await?;
         Ok(Response::new(certificate))
     }
@@ -96,7 +118,9 @@ impl CertificateService for CertificateApi {
         &self,
         request: Request<pb::ListCertificatesRequest>,
     ) -> Result<Response<pb::ListCertificatesResponse>, Status> {
-        let caller = self.caller(&request, Role::Read).await?;
+        let caller = self
+            .caller(&request, Role::Read, &request.get_ref().organization)
+            .await?;
         let page = self.list(&caller, request.get_ref()).await?;
         Ok(Response::new(page))
     }
@@ -105,7 +129,7 @@ impl CertificateService for CertificateApi {
         &self,
         request: Request<pb::RenewCertificateRequest>,
     ) -> Result<Response<pb::Certificate>, Status> {
-        let caller = self.caller(&request, Role::Write).await?;
+        let caller = self.caller(&request, Role::Write, "").await?;
         let certificate = self.renew(&caller, &request.get_ref().id).await?;
         Ok(Response::new(certificate))
     }
@@ -114,7 +138,7 @@ impl CertificateService for CertificateApi {
         &self,
         request: Request<pb::RevokeCertificateRequest>,
     ) -> Result<Response<pb::Certificate>, Status> {
-        let caller = self.caller(&request, Role::Write).await?;
+        let caller = self.caller(&request, Role::Write, "").await?;
         let certificate = self.revoke(&caller, request.get_ref()).await?;
         Ok(Response::new(certificate))
     }
@@ -123,7 +147,7 @@ impl CertificateService for CertificateApi {
         &self,
         request: Request<pb::DeleteCertificateRequest>,
     ) -> Result<Response<pb::DeleteCertificateResponse>, Status> {
-        let caller = self.caller(&request, Role::Write).await?;
+        let caller = self.caller(&request, Role::Write, "").await?;
         self.delete(&caller, &request.get_ref().id).await?;
         Ok(Response::new(pb::DeleteCertificateResponse {}))
     }
@@ -132,7 +156,9 @@ impl CertificateService for CertificateApi {
         &self,
         request: Request<pb::GetCertificateBundleRequest>,
     ) -> Result<Response<pb::CertificateBundle>, Status> {
-        let caller = self.caller(&request, Role::Bundle).await?;
+        let caller = self
+            .caller(&request, Role::Bundle, &request.get_ref().organization)
+            .await?;
         let bundle = self.bundle(&caller, &request.get_ref().id).await?;
         Ok(Response::new(bundle))
     }
@@ -143,7 +169,9 @@ impl CertificateService for CertificateApi {
         &self,
         request: Request<pb::WatchCertificatesRequest>,
     ) -> Result<Response<Self::WatchCertificatesStream>, Status> {
-        let caller = self.caller(&request, Role::Read).await?;
+        let caller = self
+            .caller(&request, Role::Read, &request.get_ref().organization)
+            .await?;
         Ok(Response::new(self.watch(caller)))
     }
 }

@@ -45,6 +45,7 @@ async fn create_bundle_and_revoke_are_listed_with_who_what_and_where() -> anyhow
         .get_certificate_bundle(authed(
             pb::GetCertificateBundleRequest {
                 id: certificate.id.clone(),
+                ..Default::default()
             },
             &org.bundle,
         ))

@@ -306,6 +306,7 @@ async fn bundle_returns_the_key_and_is_audited() -> anyhow::Result<()> {
     let mut client = app.certificates().await?;
     let request = || pb::GetCertificateBundleRequest {
         id: certificate.id.clone(),
+        ..Default::default()
     };
     let status = failure(
         client

@@ -441,6 +441,7 @@ async fn certificates_name_a_provider_for_dns01() -> anyhow::Result<()> {
         .get_certificate(authed(
             pb::GetCertificateRequest {
                 id: by_name.id.clone(),
+                ..Default::default()
             },
             &org.read,
         ))

@@ -20,7 +20,13 @@ async fn statuses_for(
     Ok(vec![
         failure(
             client
-                .get_certificate(authed(pb::GetCertificateRequest { id: id.clone() }, write))
+                .get_certificate(authed(
+                    pb::GetCertificateRequest {
+                        id: id.clone(),
+                        ..Default::default()
+                    },
+                    write,
+                ))
                 .await,
         )?,
         failure(
@@ -52,7 +58,13 @@ async fn statuses_for(
         )?,
         failure(
             client
-                .get_certificate_bundle(authed(pb::GetCertificateBundleRequest { id }, bundle))
+                .get_certificate_bundle(authed(
+                    pb::GetCertificateBundleRequest {
+                        id,
+                        ..Default::default()
+                    },
+                    bundle,
+                ))
                 .await,
         )?,
     ])
@@ -90,6 +102,7 @@ async fn another_organizations_certificate_looks_missing() -> anyhow::Result<()>
         .get_certificate(authed(
             pb::GetCertificateRequest {
                 id: certificate.id.clone(),
+                ..Default::default()
             },
             &org_a.read,
         ))
@@ -125,6 +138,7 @@ async fn roles_limit_what_a_token_may_do() -> anyhow::Result<()> {
     let mut client = app.certificates().await?;
     let bundle = || pb::GetCertificateBundleRequest {
         id: certificate.id.clone(),
+        ..Default::default()
     };
     for token in [&org.read, &org.write] {
         let status = failure(client.get_certificate_bundle(authed(bundle(), token)).await)?;
@@ -151,6 +165,7 @@ async fn roles_limit_what_a_token_may_do() -> anyhow::Result<()> {
             .get_certificate(authed(
                 pb::GetCertificateRequest {
                     id: certificate.id.clone(),
+                    ..Default::default()
                 },
                 token,
             ))
@@ -167,7 +182,7 @@ async fn watch_streams_only_the_own_organizations_events() -> anyhow::Result<()>
     let mut events = app
         .certificates()
         .await?
-        .watch_certificates(authed(pb::WatchCertificatesRequest {}, &org_a.read))
+        .watch_certificates(authed(pb::WatchCertificatesRequest::default(), &org_a.read))
         .await?
         .into_inner();
 
@@ -223,7 +238,7 @@ async fn shutdown_ends_open_watch_streams() -> anyhow::Result<()> {
     let mut events = app
         .certificates()
         .await?
-        .watch_certificates(authed(pb::WatchCertificatesRequest {}, &org.read))
+        .watch_certificates(authed(pb::WatchCertificatesRequest::default(), &org.read))
         .await?
         .into_inner();
     app.shutdown().await?;

@@ -3,6 +3,7 @@
 //! that finds renewals and lost work.
 
 mod accounts;
+mod backup;
 mod certs;
 mod config;
 mod error;
@@ -12,6 +13,7 @@ mod scheduler;
 mod selfcheck;
 
 pub use accounts::AccountCache;
+pub use backup::{BackupPass, BackupWorker, retry_delay, version_copy};
 pub use certs::{ParsedCertificate, generate_key, parse_chain};
 pub use config::{AcmeConfig, SelfCheckConfig};
 pub use error::AcmeError;

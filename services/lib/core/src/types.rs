@@ -144,23 +144,36 @@ impl RevocationReason {
 
 string_enum! {
     /// What an API token may do; organization tokens hold read, write or
-    /// bundle, platform tokens admin.
+    /// bundle, platform tokens admin or agent.
     Role, "role" {
         Read => "read",
         Write => "write",
         Bundle => "bundle",
         Admin => "admin",
+        Agent => "agent",
     }
 }
 
 impl Role {
     /// Whether a token with this role may perform an action needing `needed`.
+    /// Where the token is used (its organization, or with a platform agent
+    /// token the organization the request names) is checked apart.
     pub fn allows(&self, needed: Role) -> bool {
         match self {
             Role::Admin => true,
             Role::Write => matches!(needed, Role::Read | Role::Write),
             Role::Bundle => matches!(needed, Role::Read | Role::Bundle),
             Role::Read => needed == Role::Read,
+            // Proxy agents read certificates and keys to install them; they change nothing.
+            Role::Agent => matches!(needed, Role::Read | Role::Bundle | Role::Agent),
+        }
+    }
+
+    /// Whether tokens with this role belong to the platform, not to an organization.
+    pub fn is_platform(&self) -> bool {
+        match self {
+            Role::Admin | Role::Agent => true,
+            Role::Read | Role::Write | Role::Bundle => false,
         }
     }
 }
@@ -287,15 +300,27 @@ mod tests {
     fn role_allows() {
         use Role::*;
         let table = [
-            (Admin, [true, true, true, true]),
-            (Write, [true, true, false, false]),
-            (Bundle, [true, false, true, false]),
-            (Read, [true, false, false, false]),
+            (Admin, [true, true, true, true, true]),
+            (Agent, [true, false, true, false, true]),
+            (Write, [true, true, false, false, false]),
+            (Bundle, [true, false, true, false, false]),
+            (Read, [true, false, false, false, false]),
         ];
+        assert_eq!(table.len(), Role::ALL.len());
         for (role, allowed) in table {
-            for (needed, expected) in [Read, Write, Bundle, Admin].into_iter().zip(allowed) {
+            for (needed, expected) in [Read, Write, Bundle, Admin, Agent].into_iter().zip(allowed) {
                 assert_eq!(role.allows(needed), expected, "{role} allows {needed}");
             }
         }
+    }
+
+    #[test]
+    fn platform_roles() {
+        let platform: Vec<Role> = Role::ALL
+            .iter()
+            .copied()
+            .filter(Role::is_platform)
+            .collect();
+        assert_eq!(platform, [Role::Admin, Role::Agent]);
     }
 }

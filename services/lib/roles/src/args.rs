@@ -58,6 +58,15 @@ pub struct VaultArgs {
     /// File with the base64 master key (mode 0600).
     #[arg(long, env = "CERTFLEET_MASTER_KEY_FILE")]
     pub master_key_file: Option<PathBuf>,
+    /// Earlier master key files whose blobs are still opened (never used to
+    /// seal), comma-separated: set during a key rotation until `certfleet
+    /// vault rewrap` has moved every blob to the current key.
+    #[arg(
+        long,
+        env = "CERTFLEET_PREVIOUS_MASTER_KEY_FILES",
+        value_delimiter = ','
+    )]
+    pub previous_master_key_file: Vec<PathBuf>,
     /// aws-kms: the KMS key, as key id, key ARN or alias/NAME.
     #[arg(long, env = "CERTFLEET_KMS_KEY_ID")]
     pub kms_key_id: Option<String>,
@@ -128,6 +137,64 @@ pub struct IssuerArgs {
     /// Seconds the self-check keeps trying before the attempt fails (and is retried). Default: 30.
     #[arg(long, env = "CERTFLEET_HTTP01_SELF_CHECK_TIMEOUT")]
     pub http01_self_check_timeout: Option<u64>,
+}
+
+/// Where the issuer writes a copy of every issued version.
+#[derive(Debug, Clone, Args)]
+pub struct ArchiveArgs {
+    /// A folder or `s3://BUCKET/PREFIX` for a copy of every issued version
+    /// (the certificate, its chain, the sealed key and metadata). Default:
+    /// none (no copies are kept outside the database).
+    #[arg(long, env = "CERTFLEET_ARCHIVE_LOCATION")]
+    pub archive_location: Option<String>,
+    /// S3: the bucket's region. Default: us-east-1.
+    #[arg(long, env = "CERTFLEET_ARCHIVE_S3_REGION")]
+    pub archive_s3_region: Option<String>,
+    /// S3: another endpoint than AWS's (MinIO, Ceph, a proxy, …).
+    #[arg(long, env = "CERTFLEET_ARCHIVE_S3_ENDPOINT_URL")]
+    pub archive_s3_endpoint_url: Option<String>,
+    /// S3: path-style requests (`endpoint/bucket/key`).
+    #[arg(
+        long,
+        env = "CERTFLEET_ARCHIVE_S3_PATH_STYLE",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub archive_s3_path_style: Option<bool>,
+    /// S3: the access key id of the credentials.
+    #[arg(
+        long,
+        env = "CERTFLEET_ARCHIVE_S3_ACCESS_KEY_ID",
+        hide_env_values = true
+    )]
+    pub archive_s3_access_key_id: Option<String>,
+    /// S3: the secret access key of the credentials.
+    #[arg(
+        long,
+        env = "CERTFLEET_ARCHIVE_S3_SECRET_ACCESS_KEY",
+        hide_env_values = true
+    )]
+    pub archive_s3_secret_access_key: Option<String>,
+    /// S3: the session token of temporary credentials.
+    #[arg(
+        long,
+        env = "CERTFLEET_ARCHIVE_S3_SESSION_TOKEN",
+        hide_env_values = true
+    )]
+    pub archive_s3_session_token: Option<String>,
+}
+
+impl ArchiveArgs {
+    fn apply(&self, settings: &mut Settings) {
+        settings.archive_location = self.archive_location.clone();
+        settings.archive_s3_region = self.archive_s3_region.clone();
+        settings.archive_s3_endpoint_url = self.archive_s3_endpoint_url.clone();
+        settings.archive_s3_path_style = self.archive_s3_path_style;
+        settings.archive_s3_access_key_id = self.archive_s3_access_key_id.clone();
+        settings.archive_s3_secret_access_key = self.archive_s3_secret_access_key.clone();
+        settings.archive_s3_session_token = self.archive_s3_session_token.clone();
+    }
 }
 
 /// DNS-01: how challenge records are found and checked, and which programs
@@ -208,6 +275,9 @@ impl VaultArgs {
     fn apply(&self, settings: &mut Settings) {
         settings.master_key = self.master_key.clone();
         settings.master_key_file = self.master_key_file.clone();
+        if !self.previous_master_key_file.is_empty() {
+            settings.previous_master_key_files = Some(self.previous_master_key_file.clone());
+        }
         settings.vault_provider = self.vault_provider;
         settings.kms_key_id = self.kms_key_id.clone();
         settings.kms_region = self.kms_region.clone();
@@ -310,6 +380,8 @@ pub struct IssuerCli {
     pub issuer: IssuerArgs,
     #[command(flatten)]
     pub dns: DnsArgs,
+    #[command(flatten)]
+    pub archive: ArchiveArgs,
 }
 
 impl RoleCli for IssuerCli {
@@ -327,6 +399,7 @@ impl RoleCli for IssuerCli {
         settings.http01_self_check = self.issuer.http01_no_self_check.map(|skip| !skip);
         settings.http01_self_check_timeout = self.issuer.http01_self_check_timeout;
         self.dns.apply(&mut settings);
+        self.archive.apply(&mut settings);
         settings
     }
 }

@@ -11,6 +11,8 @@ use certfleet_acme::SelfCheckConfig;
 use certfleet_dns::{DnsPolicy, DnsSettings, LookupConfig};
 use serde::Deserialize;
 
+use certfleet_archive::{ArchiveConfig, ArchiveError, S3Access};
+
 use crate::vault::{KmsSettings, MasterKeySource, VaultKeySource, VaultProvider, kms_config};
 
 /// Where new certificates come from when no CA is configured.
@@ -62,6 +64,8 @@ pub struct Settings {
     pub amqp_url: Option<String>,
     pub master_key: Option<String>,
     pub master_key_file: Option<PathBuf>,
+    /// Earlier master key files, still opened during a key rotation.
+    pub previous_master_key_files: Option<Vec<PathBuf>>,
     /// `local` (the master key) or `aws-kms`.
     pub vault_provider: Option<VaultProvider>,
     pub kms_key_id: Option<String>,
@@ -92,6 +96,14 @@ pub struct Settings {
     /// Seconds.
     pub dns_propagation_interval: Option<u64>,
     pub dns_exec_programs: Option<Vec<PathBuf>>,
+    /// A folder or `s3://BUCKET/PREFIX` (the issuer's copies).
+    pub archive_location: Option<String>,
+    pub archive_s3_region: Option<String>,
+    pub archive_s3_endpoint_url: Option<String>,
+    pub archive_s3_path_style: Option<bool>,
+    pub archive_s3_access_key_id: Option<String>,
+    pub archive_s3_secret_access_key: Option<String>,
+    pub archive_s3_session_token: Option<String>,
     pub log: Option<String>,
     pub log_format: Option<LogFormat>,
 }
@@ -114,6 +126,7 @@ impl Settings {
             amqp_url,
             master_key,
             master_key_file,
+            previous_master_key_files,
             vault_provider,
             kms_key_id,
             kms_region,
@@ -138,6 +151,13 @@ impl Settings {
             dns_propagation_timeout,
             dns_propagation_interval,
             dns_exec_programs,
+            archive_location,
+            archive_s3_region,
+            archive_s3_endpoint_url,
+            archive_s3_path_style,
+            archive_s3_access_key_id,
+            archive_s3_secret_access_key,
+            archive_s3_session_token,
             log,
             log_format
         )
@@ -164,6 +184,8 @@ pub struct RoleConfig {
     pub amqp_url: Option<String>,
     /// The key wrapping sealed secrets; set for the api and the issuer.
     pub vault_key: Option<VaultKeySource>,
+    /// Earlier master key files whose blobs still open (key rotation).
+    pub previous_master_key_files: Vec<PathBuf>,
     pub ca_directory: String,
     pub ca_root: Option<PathBuf>,
     pub grpc_listen: SocketAddr,
@@ -177,6 +199,8 @@ pub struct RoleConfig {
     pub self_check: SelfCheckConfig,
     /// DNS-01 for the api (checking and testing providers) and the issuer.
     pub dns: DnsSettings,
+    /// Where the issuer writes copies of issued versions; none without.
+    pub archive: Option<ArchiveConfig>,
     pub log: String,
     pub log_format: LogFormat,
 }
@@ -211,6 +235,11 @@ impl RoleConfig {
 
     /// Checks `settings` for `role` and fills in the defaults.
     pub fn validate(role: Role, settings: Settings) -> anyhow::Result<RoleConfig> {
+        // Only the issuer writes copies.
+        let archive = match role {
+            Role::Issuer => archive_config(&settings)?,
+            _ => None,
+        };
         let Some(database_url) = settings.database_url else {
             bail!(
                 "database_url is not set: give --database-url, CERTFLEET_DATABASE_URL or database_url in the config file (postgres://user:password@host/database)"
@@ -321,6 +350,7 @@ impl RoleConfig {
             database_pool_size,
             amqp_url,
             vault_key,
+            previous_master_key_files: settings.previous_master_key_files.unwrap_or_default(),
             ca_directory,
             ca_root: settings.ca_root,
             grpc_listen: settings
@@ -340,9 +370,62 @@ impl RoleConfig {
                 timeout: Duration::from_secs(self_check_timeout),
             },
             dns,
+            archive,
             log,
             log_format: settings.log_format.unwrap_or_default(),
         })
+    }
+}
+
+/// The archive settings, checked without I/O; errors name the setting.
+fn archive_config(settings: &Settings) -> anyhow::Result<Option<ArchiveConfig>> {
+    let Some(location) = settings
+        .archive_location
+        .as_deref()
+        .map(str::trim)
+        .filter(|location| !location.is_empty() && !location.eq_ignore_ascii_case("none"))
+    else {
+        return Ok(None);
+    };
+    let access = S3Access {
+        region: settings
+            .archive_s3_region
+            .clone()
+            .unwrap_or_else(|| "us-east-1".to_owned()),
+        endpoint_url: settings
+            .archive_s3_endpoint_url
+            .clone()
+            .filter(|url| !url.trim().is_empty()),
+        path_style: settings.archive_s3_path_style.unwrap_or(false),
+        access_key_id: settings
+            .archive_s3_access_key_id
+            .clone()
+            .unwrap_or_default(),
+        secret_access_key: settings
+            .archive_s3_secret_access_key
+            .clone()
+            .unwrap_or_default()
+            .into(),
+        session_token: settings
+            .archive_s3_session_token
+            .clone()
+            .filter(|token| !token.is_empty())
+            .map(Into::into),
+    };
+    match ArchiveConfig::from_location(location, Some(&access)) {
+        Ok(config) => Ok(Some(config)),
+        Err(ArchiveError::Setting { setting, message }) => {
+            let setting = if setting == "archive_dir" {
+                "archive_location"
+            } else {
+                setting
+            };
+            bail!(
+                "{setting} (CERTFLEET_{}): {message}",
+                setting.to_ascii_uppercase()
+            )
+        }
+        Err(other) => Err(other.into()),
     }
 }
 

@@ -22,6 +22,8 @@ use crate::runtime::{
 
 /// How long jobs in flight may run on after SIGTERM.
 const ISSUER_GRACE: Duration = Duration::from_secs(30);
+/// How often the issuer looks for versions without an archive copy.
+const BACKUP_INTERVAL: Duration = Duration::from_secs(10);
 /// How often an idle relay looks at the outbox (it is woken after commits).
 const RELAY_POLL: Duration = Duration::from_secs(1);
 
@@ -129,6 +131,32 @@ pub async fn run_issuer(config: RoleConfig) -> anyhow::Result<()> {
         acme,
         owner.clone(),
     );
+    let backups = match &config.archive {
+        Some(archive) => {
+            let archive = certfleet_archive::Archive::open(archive)
+                .map_err(|error| anyhow::anyhow!("archive_location: {error}"))?;
+            tracing::info!(archive = %archive.describe(), "copies of issued certificates go to the archive");
+            let worker = certfleet_acme::BackupWorker::new(
+                store.clone(),
+                archive,
+                Arc::new(SystemClock),
+                owner.clone(),
+            );
+            let mut stopped = stop.clone();
+            Some(tokio::spawn(worker.run_until(
+                BACKUP_INTERVAL,
+                async move {
+                    let _ = stopped.wait_for(|stopped| *stopped).await;
+                },
+            )))
+        }
+        None => {
+            tracing::warn!(
+                "no archive_location: no copies of issued certificates are kept outside the database"
+            );
+            None
+        }
+    };
     tracing::info!(instance = %owner, concurrency = config.issuer_concurrency, "certfleet-issuer running");
     let mut source = UntilStopped {
         jobs: &mut jobs,
@@ -146,6 +174,9 @@ pub async fn run_issuer(config: RoleConfig) -> anyhow::Result<()> {
             unfinished,
             "jobs still running after the grace period; they go back to the queue"
         );
+    }
+    if let Some(backups) = backups {
+        let _ = backups.await;
     }
     // Leases first, then the connection: a job redelivered to another issuer
     // must find its certificate free.

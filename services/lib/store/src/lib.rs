@@ -6,10 +6,12 @@
 //! data takes the organization id first.
 
 pub mod models;
+pub mod restore;
 pub mod schema;
 
 mod accounts;
 mod audit;
+mod backups;
 mod certificates;
 mod challenges;
 mod dns_providers;
@@ -18,6 +20,7 @@ mod lifecycle;
 mod organizations;
 mod outbox;
 mod schedule;
+mod sealed;
 
 use std::sync::Arc;
 
@@ -29,8 +32,10 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 pub use audit::AuditFilter;
+pub use backups::{BackupDue, BackupState};
 pub use certificates::{ListFilter, NewCertificateVersion, PageCursor};
 pub use models::*;
+pub use sealed::{SealedColumn, SealedRow};
 
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../../migrations/postgres");
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../../migrations/sqlite");

@@ -422,6 +422,10 @@ impl Store {
                 .set((
                     certificate_versions::revoked_at.eq(Some(now_ms)),
                     certificate_versions::revocation_reason.eq(Some(reason)),
+                    // The archive's copy is written again, saying it is revoked.
+                    certificate_versions::backup_location.eq(None::<String>),
+                    certificate_versions::backup_next_at.eq(None::<i64>),
+                    certificate_versions::backup_attempts.eq(0),
                 ))
                 .execute(conn)
                 .await?;

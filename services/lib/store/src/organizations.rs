@@ -61,6 +61,19 @@ impl Store {
         })
     }
 
+    /// The live organizations, by slug (the tenant list of the platform, for
+    /// platform tokens).
+    pub async fn list_organizations(&self) -> Result<Vec<Organization>, StoreError> {
+        with_conn!(self, |conn| {
+            Ok(organizations::table
+                .filter(organizations::deleted_at.is_null())
+                .order(organizations::slug.asc())
+                .select(Organization::as_select())
+                .load(conn)
+                .await?)
+        })
+    }
+
     pub async fn find_organization(
         &self,
         organization_id: &str,
@@ -157,6 +170,60 @@ impl Store {
             }
             diesel::update(api_tokens::table.find(token_id))
                 .filter(api_tokens::organization_id.eq(organization_id))
+                .filter(api_tokens::revoked_at.is_null())
+                .set(api_tokens::revoked_at.eq(now_ms))
+                .execute(conn)
+                .await?;
+            diesel::insert_into(audit_log::table)
+                .values(&audit)
+                .execute(conn)
+                .await?;
+            token.revoked_at = Some(now_ms);
+            Ok(Some(token))
+        })
+    }
+
+    /// The platform tokens (no organization) with this role, revoked and
+    /// expired ones included, oldest first.
+    pub async fn list_platform_api_tokens(&self, role: &str) -> Result<Vec<ApiToken>, StoreError> {
+        with_conn!(self, |conn| {
+            Ok(api_tokens::table
+                .filter(api_tokens::organization_id.is_null())
+                .filter(api_tokens::role.eq(role))
+                .order((api_tokens::created_at.asc(), api_tokens::id.asc()))
+                .select(ApiToken::as_select())
+                .load(conn)
+                .await?)
+        })
+    }
+
+    /// Revokes a platform token with this role and audits it; `None` when
+    /// there is no such token. Like [`Store::revoke_api_token`], a token
+    /// revoked already is returned unchanged.
+    pub async fn revoke_platform_api_token(
+        &self,
+        role: &str,
+        token_id: &str,
+        now_ms: i64,
+        audit: AuditEntry,
+    ) -> Result<Option<ApiToken>, StoreError> {
+        transaction!(self, |conn| {
+            let token = api_tokens::table
+                .find(token_id)
+                .filter(api_tokens::organization_id.is_null())
+                .filter(api_tokens::role.eq(role))
+                .select(ApiToken::as_select())
+                .first(conn)
+                .await
+                .optional()?;
+            let Some(mut token) = token else {
+                return Ok(None);
+            };
+            if token.revoked_at.is_some() {
+                return Ok(Some(token));
+            }
+            diesel::update(api_tokens::table.find(token_id))
+                .filter(api_tokens::organization_id.is_null())
                 .filter(api_tokens::revoked_at.is_null())
                 .set(api_tokens::revoked_at.eq(now_ms))
                 .execute(conn)

@@ -94,6 +94,10 @@ diesel::table! {
         revocation_reason -> Nullable<Text>,
         backup_location -> Nullable<Text>,
         created_at -> BigInt,
+        backup_at -> Nullable<BigInt>,
+        backup_error -> Nullable<Text>,
+        backup_attempts -> Integer,
+        backup_next_at -> Nullable<BigInt>,
     }
 }
 

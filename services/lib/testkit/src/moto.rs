@@ -1,7 +1,9 @@
-//! A throwaway moto server (PyPI `moto[server]`) standing in for Amazon Route 53
-//! and AWS KMS on a free loopback port, with helpers that create hosted zones
-//! and read TXT records through Route 53's REST XML API, and create KMS keys
-//! through KMS's JSON API (moto checks no signature unless asked to).
+//! A throwaway moto server (PyPI `moto[server]`) standing in for Amazon Route 53,
+//! AWS KMS and Amazon S3 on a free loopback port, with helpers that create
+//! hosted zones and read TXT records through Route 53's REST XML API, create
+//! KMS keys through KMS's JSON API, and create buckets and read, write and
+//! delete objects through S3's REST API, path-style (moto checks no signature
+//! unless asked to).
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -19,6 +21,7 @@ const START_ATTEMPTS: usize = 3;
 const API: &str = "2013-04-01";
 /// Moto picks the service from the credential scope of the signature.
 const AUTHORIZATION: &str = "Authorization: AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20200101/us-east-1/route53/aws4_request, SignedHeaders=host, Signature=0";
+const S3_AUTHORIZATION: &str = "Authorization: AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20200101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0";
 const KMS_AUTHORIZATION: &str = "Authorization: AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20200101/us-east-1/kms/aws4_request, SignedHeaders=host, Signature=0";
 
 /// A running `moto_server`; killed on drop.
@@ -202,6 +205,89 @@ impl Moto {
             .with_context(|| format!("moto's answer to KMS {action} is not JSON: {body}"))
     }
 
+    /// Creates an S3 bucket called `name` (in us-east-1).
+    pub async fn create_bucket(&self, name: &str) -> anyhow::Result<()> {
+        self.s3_request(&["-X", "PUT"], name, "").await?;
+        Ok(())
+    }
+
+    /// The keys of every object in `bucket`, in S3's order, all pages read.
+    pub async fn list_objects(&self, bucket: &str) -> anyhow::Result<Vec<String>> {
+        let mut keys = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut query = "?list-type=2".to_owned();
+            if let Some(token) = &token {
+                query.push_str("&continuation-token=");
+                query.push_str(&percent_encode(token, false));
+            }
+            let answer = self.s3_request(&[], bucket, &query).await?;
+            let answer = String::from_utf8_lossy(&answer).into_owned();
+            keys.extend(
+                blocks(&answer, "Contents")
+                    .into_iter()
+                    .flat_map(|block| elements(block, "Key")),
+            );
+            if elements(&answer, "IsTruncated").first().map(String::as_str) != Some("true") {
+                return Ok(keys);
+            }
+            token = Some(
+                elements(&answer, "NextContinuationToken")
+                    .into_iter()
+                    .next()
+                    .with_context(|| {
+                        format!("moto's truncated list of {bucket} lacks a continuation token")
+                    })?,
+            );
+        }
+    }
+
+    /// The bytes of the object `key` in `bucket`.
+    pub async fn get_object(&self, bucket: &str, key: &str) -> anyhow::Result<Vec<u8>> {
+        self.s3_request(&[], &object_path(bucket, key), "").await
+    }
+
+    /// Stores `bytes` as the object `key` in `bucket`, replacing it.
+    pub async fn put_object(&self, bucket: &str, key: &str, bytes: &[u8]) -> anyhow::Result<()> {
+        let body = tempfile::NamedTempFile::new().context("creating the object body file")?;
+        std::fs::write(body.path(), bytes).context("writing the object body file")?;
+        let data = format!("@{}", body.path().display());
+        let args = [
+            "-X",
+            "PUT",
+            "-H",
+            "Content-Type: application/octet-stream",
+            "--data-binary",
+            &data,
+        ];
+        self.s3_request(&args, &object_path(bucket, key), "")
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes the object `key` in `bucket`.
+    pub async fn delete_object(&self, bucket: &str, key: &str) -> anyhow::Result<()> {
+        self.s3_request(&["-X", "DELETE"], &object_path(bucket, key), "")
+            .await?;
+        Ok(())
+    }
+
+    /// One S3 REST call on `path` (`bucket` or `bucket/key`, encoded) with
+    /// `query` (empty or starting with `?`); the body of a 2xx answer.
+    async fn s3_request(&self, args: &[&str], path: &str, query: &str) -> anyhow::Result<Vec<u8>> {
+        let mut all_args = vec!["-H", S3_AUTHORIZATION];
+        all_args.extend_from_slice(args);
+        let url = format!("{}/{path}{query}", self.endpoint_url());
+        let CurlResponse { status, body } = curl(None, &all_args, &url).await?;
+        if !(200..300).contains(&status) {
+            bail!(
+                "moto answered S3 {url} with HTTP {status}: {}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+        Ok(body)
+    }
+
     /// The TXT values at `name` (no trailing dot) in the zone, as stored
     /// (quoted, like `"abc"`).
     pub async fn txt_values(&self, zone_id: &str, name: &str) -> anyhow::Result<Vec<String>> {
@@ -302,6 +388,28 @@ fn unescape(text: &str) -> String {
         .replace("&amp;", "&")
 }
 
+/// `bucket/key` with the key percent-encoded (its slashes kept).
+fn object_path(bucket: &str, key: &str) -> String {
+    format!("{bucket}/{}", percent_encode(key, true))
+}
+
+/// Percent-encodes all but RFC 3986 unreserved characters (and `/` when
+/// `keep_slash`).
+fn percent_encode(text: &str, keep_slash: bool) -> String {
+    let mut encoded = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric()
+            || matches!(byte, b'-' | b'_' | b'.' | b'~')
+            || (keep_slash && byte == b'/')
+        {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -313,5 +421,11 @@ mod tests {
         assert_eq!(sets.len(), 1);
         assert_eq!(elements(sets[0], "Value"), ["\"a\"", "\"b&c\""]);
         assert_eq!(elements(sets[0], "Type"), ["TXT"]);
+    }
+
+    #[test]
+    fn encodes_object_keys() {
+        assert_eq!(object_path("b", "a/b c/d+e"), "b/a/b%20c/d%2Be");
+        assert_eq!(percent_encode("1/x=", false), "1%2Fx%3D");
     }
 }

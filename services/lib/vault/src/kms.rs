@@ -260,6 +260,40 @@ impl KeyWrapper for AwsKms {
         Ok((data_key, wrapped))
     }
 
+    async fn wrap_data_key(
+        &self,
+        key: &DataKey,
+        ctx: &EncryptionContext,
+    ) -> Result<WrappedKey, VaultError> {
+        let action = format!("wrapping a data key under {}", self.key_id);
+        // The request owns its copy of the plaintext; it is dropped once sent.
+        let mut output = self
+            .client
+            .encrypt()
+            .key_id(&self.configured_key)
+            .plaintext(Blob::new(key.bytes().to_vec()))
+            .set_encryption_context(Some(kms_context(ctx)))
+            .send()
+            .await
+            .map_err(|error| sdk_failure(&action, &self.key_id, error))?;
+        let Some(ciphertext) = output.ciphertext_blob.take() else {
+            return Err(VaultError::Refused(format!(
+                "{action}: the key service answered without the wrapped key"
+            )));
+        };
+        let used_key = output.key_id().unwrap_or(&self.configured_key);
+        Ok(WrappedKey {
+            key_id: format!("{KEY_ID_PREFIX}{used_key}"),
+            ciphertext: ciphertext.into_inner(),
+        })
+    }
+
+    /// Every `aws-kms:` key: KMS decrypts under the key the blob names, if
+    /// the credentials may use it.
+    fn can_unwrap(&self, key_id: &str) -> bool {
+        key_id.starts_with(KEY_ID_PREFIX)
+    }
+
     async fn unwrap_data_key(
         &self,
         wrapped: &WrappedKey,

@@ -185,12 +185,20 @@ impl KeyWrapper for LocalMasterKey {
         ctx: &EncryptionContext,
     ) -> Result<(DataKey, WrappedKey), VaultError> {
         let data_key = DataKey::generate()?;
-        let ciphertext = aead::seal(&self.key, &ctx.canonical_bytes(), data_key.bytes())?;
-        let wrapped = WrappedKey {
+        let wrapped = self.wrap_data_key(&data_key, ctx).await?;
+        Ok((data_key, wrapped))
+    }
+
+    async fn wrap_data_key(
+        &self,
+        key: &DataKey,
+        ctx: &EncryptionContext,
+    ) -> Result<WrappedKey, VaultError> {
+        let ciphertext = aead::seal(&self.key, &ctx.canonical_bytes(), key.bytes())?;
+        Ok(WrappedKey {
             key_id: self.key_id.clone(),
             ciphertext,
-        };
-        Ok((data_key, wrapped))
+        })
     }
 
     async fn unwrap_data_key(

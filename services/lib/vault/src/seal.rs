@@ -12,20 +12,43 @@ use crate::{EncryptionContext, KeyWrapper, VaultError, WrappedKey, aead};
 
 const MAGIC: &[u8; 4] = b"CFV1";
 
-/// Envelope encryption over a [`KeyWrapper`].
+/// Envelope encryption over a [`KeyWrapper`]: new blobs are wrapped by the
+/// current key; blobs of earlier keys open while those keys are still given
+/// (during a key rotation, until `certfleet vault rewrap` has moved them).
 #[derive(Debug, Clone)]
 pub struct Vault {
     wrapper: Arc<dyn KeyWrapper>,
+    previous: Vec<Arc<dyn KeyWrapper>>,
 }
 
 impl Vault {
     pub fn new(wrapper: Arc<dyn KeyWrapper>) -> Self {
-        Self { wrapper }
+        Self {
+            wrapper,
+            previous: Vec::new(),
+        }
+    }
+
+    /// Also opens blobs wrapped under these earlier keys; never seals with them.
+    pub fn with_previous(mut self, previous: Vec<Arc<dyn KeyWrapper>>) -> Self {
+        self.previous = previous;
+        self
     }
 
     /// The id of the key that new blobs are wrapped under.
     pub fn key_id(&self) -> &str {
         self.wrapper.key_id()
+    }
+
+    /// The ids of the earlier keys this vault still opens.
+    pub fn previous_key_ids(&self) -> Vec<&str> {
+        self.previous.iter().map(|key| key.key_id()).collect()
+    }
+
+    /// The id of the key a blob's data key is wrapped under, read from its
+    /// header without any decryption.
+    pub fn blob_key_id(blob: &[u8]) -> Result<String, VaultError> {
+        Ok(decode(blob)?.0.key_id)
     }
 
     /// Encrypts `plaintext` under a fresh data key bound to `ctx`.
@@ -47,19 +70,52 @@ impl Vault {
         blob: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, VaultError> {
         let (wrapped, sealed) = decode(blob)?;
-        let data_key = self.wrapper.unwrap_data_key(&wrapped, ctx).await?;
+        let data_key = self
+            .wrapper_for(&wrapped.key_id)?
+            .unwrap_data_key(&wrapped, ctx)
+            .await?;
         aead::open(data_key.bytes(), &data_aad(ctx), sealed)
     }
 
-    /// Opens `blob` with this vault and seals it again under `new` (key rotation).
+    /// Wraps the blob's data key under `new`'s current key instead, leaving
+    /// the sealed data as it is (key rotation). The blob is authenticated
+    /// first, and the result is opened with `new` and compared before it is
+    /// returned, so a rewrapped blob is never one that cannot be opened.
     pub async fn rewrap(
         &self,
         ctx: &EncryptionContext,
         blob: &[u8],
         new: &Vault,
     ) -> Result<Vec<u8>, VaultError> {
-        let plaintext = self.open(ctx, blob).await?;
-        new.seal(ctx, &plaintext).await
+        let (wrapped, sealed) = decode(blob)?;
+        let data_key = self
+            .wrapper_for(&wrapped.key_id)?
+            .unwrap_data_key(&wrapped, ctx)
+            .await?;
+        let plaintext = aead::open(data_key.bytes(), &data_aad(ctx), sealed)?;
+        let rewrapped = new.wrapper.wrap_data_key(&data_key, ctx).await?;
+        drop(data_key);
+        let blob = encode(&rewrapped, sealed)?;
+        let reopened = new.open(ctx, &blob).await?;
+        if reopened.as_slice() != plaintext.as_slice() {
+            return Err(VaultError::Crypto(
+                "the rewrapped blob does not open to the same secret".to_owned(),
+            ));
+        }
+        Ok(blob)
+    }
+
+    fn wrapper_for(&self, key_id: &str) -> Result<&Arc<dyn KeyWrapper>, VaultError> {
+        std::iter::once(&self.wrapper)
+            .chain(&self.previous)
+            .find(|wrapper| wrapper.can_unwrap(key_id))
+            .ok_or_else(|| VaultError::WrongKey {
+                blob_key_id: key_id.to_owned(),
+                vault_key_id: std::iter::once(self.wrapper.key_id())
+                    .chain(self.previous.iter().map(|key| key.key_id()))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
     }
 }
 

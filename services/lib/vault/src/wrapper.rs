@@ -64,11 +64,24 @@ pub trait KeyWrapper: Send + Sync + fmt::Debug {
         ctx: &EncryptionContext,
     ) -> Result<(DataKey, WrappedKey), VaultError>;
 
+    /// Wraps an existing data key under this wrapping key, bound to `ctx`
+    /// (key rotation: the sealed data stays as it is).
+    async fn wrap_data_key(
+        &self,
+        key: &DataKey,
+        ctx: &EncryptionContext,
+    ) -> Result<WrappedKey, VaultError>;
+
     async fn unwrap_data_key(
         &self,
         wrapped: &WrappedKey,
         ctx: &EncryptionContext,
     ) -> Result<DataKey, VaultError>;
+
+    /// Whether this wrapper can unwrap a data key wrapped under `key_id`.
+    fn can_unwrap(&self, key_id: &str) -> bool {
+        key_id == self.key_id()
+    }
 }
 
 #[cfg(test)]

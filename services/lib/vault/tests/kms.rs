@@ -223,3 +223,49 @@ fn config_without_moto() -> AwsKmsConfig {
         session_token: None,
     }
 }
+
+#[tokio::test]
+async fn rotation_from_the_local_key_to_kms_and_to_another_kms_key_then_the_old_key_is_gone() {
+    let moto = Moto::start().await.unwrap();
+    let local = Vault::new(Arc::new(LocalMasterKey::generate().unwrap()));
+    let first = moto.create_kms_key().await.unwrap();
+    let second = moto.create_kms_key().await.unwrap();
+    let kms_first = kms_vault(&moto, &first);
+    let kms_second = kms_vault(&moto, &second);
+
+    let blob = local.seal(&ctx(), SECRET).await.unwrap();
+    let under_first = local.rewrap(&ctx(), &blob, &kms_first).await.unwrap();
+    assert!(contains(&under_first, first.as_bytes()));
+    let under_second = kms_first
+        .rewrap(&ctx(), &under_first, &kms_second)
+        .await
+        .unwrap();
+    assert!(contains(&under_second, second.as_bytes()));
+    assert!(!contains(&under_second, first.as_bytes()));
+
+    // The rewrapped blob names only the second key, and KMS decrypts it under
+    // that key alone (moto refuses a Decrypt whose KeyId is not the key the
+    // ciphertext belongs to), so the first key is no longer needed. moto does
+    // not enforce a disabled key's state, so disabling it would prove nothing.
+    let named = Vault::blob_key_id(&under_second).unwrap();
+    assert!(
+        named.starts_with("aws-kms:arn:") && named.ends_with(&second),
+        "{named}"
+    );
+    assert_eq!(
+        kms_second
+            .open(&ctx(), &under_second)
+            .await
+            .unwrap()
+            .as_slice(),
+        SECRET
+    );
+    // A rewrap refused by the key service leaves nothing half-done: it errs.
+    let other = EncryptionContext::private_key("org-2", "cert-1");
+    assert!(
+        kms_second
+            .rewrap(&other, &under_second, &local)
+            .await
+            .is_err()
+    );
+}

@@ -208,3 +208,47 @@ async fn acme_account_context_round_trips() {
         b"account credentials"
     );
 }
+
+#[tokio::test]
+async fn a_vault_with_the_previous_key_opens_old_blobs_and_seals_under_the_new_one() {
+    let old_key: Arc<dyn KeyWrapper> = Arc::new(LocalMasterKey::generate().unwrap());
+    let old = Vault::new(old_key.clone());
+    let new_key = LocalMasterKey::generate().unwrap();
+    let rotating = Vault::new(Arc::new(new_key)).with_previous(vec![old_key.clone()]);
+    assert_eq!(rotating.previous_key_ids(), vec![old_key.key_id()]);
+    let old_blob = old.seal(&ctx(), SECRET).await.unwrap();
+    assert_eq!(
+        rotating.open(&ctx(), &old_blob).await.unwrap().as_slice(),
+        SECRET
+    );
+    let new_blob = rotating.seal(&ctx(), SECRET).await.unwrap();
+    assert_eq!(
+        Vault::blob_key_id(&new_blob).unwrap(),
+        rotating.key_id().to_owned()
+    );
+    assert_eq!(Vault::blob_key_id(&old_blob).unwrap(), old_key.key_id());
+    // The previous key alone cannot open what the new key sealed.
+    let err = old.open(&ctx(), &new_blob).await.unwrap_err();
+    assert!(err.to_string().contains(rotating.key_id()), "{err}");
+}
+
+#[tokio::test]
+async fn rewrap_changes_only_the_wrapped_data_key_and_refuses_a_tampered_blob() {
+    let old = vault();
+    let new = vault();
+    let blob = old.seal(&ctx(), SECRET).await.unwrap();
+    let rewrapped = old.rewrap(&ctx(), &blob, &new).await.unwrap();
+    // The sealed data (the blob's tail) is unchanged; only the header moved.
+    let tail = 12 + SECRET.len() + 16;
+    assert_eq!(
+        blob[blob.len() - tail..],
+        rewrapped[rewrapped.len() - tail..]
+    );
+    let mut tampered = blob.clone();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 1;
+    assert!(matches!(
+        old.rewrap(&ctx(), &tampered, &new).await,
+        Err(VaultError::Decrypt)
+    ));
+}

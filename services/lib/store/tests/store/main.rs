@@ -39,6 +39,7 @@ mod leases;
 mod lifecycle;
 mod organizations;
 mod races;
+mod restore;
 mod support;
 mod work;
 

@@ -1,0 +1,201 @@
+//! Every sealed blob in the database, read page by page and swapped one row at
+//! a time: what `certfleet vault rewrap` walks to move data keys to a new
+//! wrapping key while the services keep running.
+
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+
+use crate::schema::{acme_accounts, certificate_versions, certificates, dns_providers};
+use crate::{Store, StoreError, with_conn};
+
+/// The columns that hold sealed blobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SealedColumn {
+    /// `certificate_versions.key_sealed`: the private key of an issued version.
+    VersionKey,
+    /// `certificates.pending_key_sealed`: the key of an order not yet finished.
+    PendingKey,
+    /// `acme_accounts.credentials_sealed`: an organization's ACME account key.
+    AcmeAccount,
+    /// `dns_providers.secrets_sealed`: a DNS provider's secret settings.
+    DnsProviderSecrets,
+}
+
+impl SealedColumn {
+    pub const ALL: [SealedColumn; 4] = [
+        SealedColumn::VersionKey,
+        SealedColumn::PendingKey,
+        SealedColumn::AcmeAccount,
+        SealedColumn::DnsProviderSecrets,
+    ];
+
+    /// `table.column`, for progress and error messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            SealedColumn::VersionKey => "certificate_versions.key_sealed",
+            SealedColumn::PendingKey => "certificates.pending_key_sealed",
+            SealedColumn::AcmeAccount => "acme_accounts.credentials_sealed",
+            SealedColumn::DnsProviderSecrets => "dns_providers.secrets_sealed",
+        }
+    }
+}
+
+/// One sealed blob and what its encryption context is made of.
+#[derive(Debug, Clone)]
+pub struct SealedRow {
+    pub column: SealedColumn,
+    /// The row's primary key.
+    pub id: String,
+    pub organization_id: String,
+    /// The context's resource: the certificate id (keys), the directory URL
+    /// (ACME accounts) or the provider id (DNS providers).
+    pub resource_id: String,
+    pub blob: Vec<u8>,
+}
+
+impl Store {
+    /// Up to `limit` non-null blobs of `column` whose row id sorts after
+    /// `after`, in id order (a stable walk that new rows cannot disturb).
+    pub async fn sealed_page(
+        &self,
+        column: SealedColumn,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<SealedRow>, StoreError> {
+        let rows: Vec<(String, String, String, Vec<u8>)> = with_conn!(self, |conn| {
+            match column {
+                SealedColumn::VersionKey => {
+                    certificate_versions::table
+                        .filter(certificate_versions::id.gt(after))
+                        .order(certificate_versions::id)
+                        .limit(limit)
+                        .select((
+                            certificate_versions::id,
+                            certificate_versions::organization_id,
+                            certificate_versions::certificate_id,
+                            certificate_versions::key_sealed,
+                        ))
+                        .load(conn)
+                        .await?
+                }
+                SealedColumn::PendingKey => {
+                    certificates::table
+                        .filter(certificates::id.gt(after))
+                        .filter(certificates::pending_key_sealed.is_not_null())
+                        .order(certificates::id)
+                        .limit(limit)
+                        .select((
+                            certificates::id,
+                            certificates::organization_id,
+                            certificates::id,
+                            certificates::pending_key_sealed.assume_not_null(),
+                        ))
+                        .load(conn)
+                        .await?
+                }
+                SealedColumn::AcmeAccount => {
+                    acme_accounts::table
+                        .filter(acme_accounts::id.gt(after))
+                        .order(acme_accounts::id)
+                        .limit(limit)
+                        .select((
+                            acme_accounts::id,
+                            acme_accounts::organization_id,
+                            acme_accounts::directory_url,
+                            acme_accounts::credentials_sealed,
+                        ))
+                        .load(conn)
+                        .await?
+                }
+                SealedColumn::DnsProviderSecrets => {
+                    dns_providers::table
+                        .filter(dns_providers::id.gt(after))
+                        .filter(dns_providers::secrets_sealed.is_not_null())
+                        .order(dns_providers::id)
+                        .limit(limit)
+                        .select((
+                            dns_providers::id,
+                            dns_providers::organization_id,
+                            dns_providers::id,
+                            dns_providers::secrets_sealed.assume_not_null(),
+                        ))
+                        .load(conn)
+                        .await?
+                }
+            }
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(id, organization_id, resource_id, blob)| SealedRow {
+                column,
+                id,
+                organization_id,
+                resource_id,
+                blob,
+            })
+            .collect())
+    }
+
+    /// Replaces the row's blob with `new` only while it still holds `old`, so
+    /// a blob a service wrote meanwhile is never overwritten; whether it was
+    /// replaced.
+    pub async fn replace_sealed(
+        &self,
+        column: SealedColumn,
+        id: &str,
+        old: &[u8],
+        new: &[u8],
+    ) -> Result<bool, StoreError> {
+        let changed = with_conn!(self, |conn| {
+            match column {
+                SealedColumn::VersionKey => {
+                    diesel::update(
+                        certificate_versions::table
+                            .filter(certificate_versions::id.eq(id))
+                            .filter(certificate_versions::key_sealed.eq(old)),
+                    )
+                    .set((
+                        certificate_versions::key_sealed.eq(new),
+                        // The archive's copy holds the old envelope: written again.
+                        certificate_versions::backup_location.eq(None::<String>),
+                        certificate_versions::backup_next_at.eq(None::<i64>),
+                        certificate_versions::backup_attempts.eq(0),
+                    ))
+                    .execute(conn)
+                    .await?
+                }
+                SealedColumn::PendingKey => {
+                    diesel::update(
+                        certificates::table
+                            .filter(certificates::id.eq(id))
+                            .filter(certificates::pending_key_sealed.eq(old)),
+                    )
+                    .set(certificates::pending_key_sealed.eq(new))
+                    .execute(conn)
+                    .await?
+                }
+                SealedColumn::AcmeAccount => {
+                    diesel::update(
+                        acme_accounts::table
+                            .filter(acme_accounts::id.eq(id))
+                            .filter(acme_accounts::credentials_sealed.eq(old)),
+                    )
+                    .set(acme_accounts::credentials_sealed.eq(new))
+                    .execute(conn)
+                    .await?
+                }
+                SealedColumn::DnsProviderSecrets => {
+                    diesel::update(
+                        dns_providers::table
+                            .filter(dns_providers::id.eq(id))
+                            .filter(dns_providers::secrets_sealed.eq(old)),
+                    )
+                    .set(dns_providers::secrets_sealed.eq(new))
+                    .execute(conn)
+                    .await?
+                }
+            }
+        });
+        Ok(changed == 1)
+    }
+}
