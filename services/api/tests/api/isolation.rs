@@ -246,3 +246,71 @@ async fn shutdown_ends_open_watch_streams() -> anyhow::Result<()> {
     assert!(matches!(end, Ok(None)), "{end:?}");
     Ok(())
 }
+
+/// A sealed key copied into another organization's version row (an attacker
+/// with write access to the database) opens to nothing: the bundle call fails
+/// and the row's own key is never swapped for the other tenant's.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_envelope_copied_to_another_organizations_row_does_not_open() -> anyhow::Result<()> {
+    use certfleet_store::SealedColumn;
+
+    let app = TestApp::spawn().await?;
+    let acme = app.organization("acme").await?;
+    let globex = app.organization("globex").await?;
+    let acme_cert = app
+        .create_certificate(&acme.write, &["www.acme.example"])
+        .await?;
+    let globex_cert = app
+        .create_certificate(&globex.write, &["www.globex.example"])
+        .await?;
+    app.issue_fake_version(&acme.id, &acme_cert.id).await?;
+    app.issue_fake_version(&globex.id, &globex_cert.id).await?;
+    let acme_version = app
+        .store
+        .list_versions(&acme.id, &acme_cert.id)
+        .await?
+        .remove(0);
+    let globex_version = app
+        .store
+        .list_versions(&globex.id, &globex_cert.id)
+        .await?
+        .remove(0);
+    assert!(
+        app.store
+            .replace_sealed(
+                SealedColumn::VersionKey,
+                &globex_version.id,
+                &globex_version.key_sealed,
+                &acme_version.key_sealed,
+            )
+            .await?
+    );
+
+    let mut client = app.certificates().await?;
+    let status = failure(
+        client
+            .get_certificate_bundle(authed(
+                pb::GetCertificateBundleRequest {
+                    id: globex_cert.id.clone(),
+                    ..Default::default()
+                },
+                &globex.bundle,
+            ))
+            .await,
+    )?;
+    assert_eq!(status.code(), Code::Internal, "{status:?}");
+    assert!(!status.message().contains("PRIVATE KEY"), "{status:?}");
+    // The owner still opens its own key.
+    let own = client
+        .get_certificate_bundle(authed(
+            pb::GetCertificateBundleRequest {
+                id: acme_cert.id.clone(),
+                ..Default::default()
+            },
+            &acme.bundle,
+        ))
+        .await?
+        .into_inner();
+    assert!(own.private_key_pem.contains("PRIVATE KEY"));
+    app.shutdown().await
+}

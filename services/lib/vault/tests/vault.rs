@@ -252,3 +252,44 @@ async fn rewrap_changes_only_the_wrapped_data_key_and_refuses_a_tampered_blob() 
         Err(VaultError::Decrypt)
     ));
 }
+
+/// The blob's wrapped data key (its header) and its sealed data (its tail).
+fn split(blob: &[u8]) -> (&[u8], &[u8]) {
+    let key_id_len = usize::from(u16::from_be_bytes([blob[4], blob[5]]));
+    let wrapped_at = 6 + key_id_len;
+    let wrapped_len = u32::from_be_bytes(blob[wrapped_at..wrapped_at + 4].try_into().unwrap());
+    let sealed_at = wrapped_at + 4 + usize::try_from(wrapped_len).unwrap();
+    blob.split_at(sealed_at)
+}
+
+#[tokio::test]
+async fn a_data_key_swapped_between_two_certificates_opens_neither() {
+    let vault = vault();
+    let first = EncryptionContext::private_key("org-1", "cert-1");
+    let second = EncryptionContext::private_key("org-1", "cert-2");
+    let blob_first = vault.seal(&first, SECRET).await.unwrap();
+    let blob_second = vault.seal(&second, b"the other key").await.unwrap();
+    let (header_first, data_first) = split(&blob_first);
+    let (header_second, data_second) = split(&blob_second);
+    // The first certificate's data under the second's wrapped key, and back.
+    let swapped_one = [header_second, data_first].concat();
+    let swapped_two = [header_first, data_second].concat();
+    for (blob, context) in [
+        (&swapped_one, &first),
+        (&swapped_one, &second),
+        (&swapped_two, &first),
+        (&swapped_two, &second),
+    ] {
+        let err = vault.open(context, blob).await.unwrap_err();
+        assert!(matches!(err, VaultError::Decrypt), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "decryption failed: wrong key or wrong context"
+        );
+    }
+    // Untouched, each opens under its own context.
+    assert_eq!(
+        vault.open(&first, &blob_first).await.unwrap().as_slice(),
+        SECRET
+    );
+}
