@@ -316,7 +316,11 @@ pub async fn check_copy(vault: &Vault, copy: &VersionCopy) -> Result<(), String>
             copy.version.fingerprint_sha256
         ));
     }
-    let context = EncryptionContext::private_key(&copy.organization.id, &copy.certificate.id);
+    let context = EncryptionContext::private_key_version(
+        &copy.organization.id,
+        &copy.certificate.id,
+        copy.version.version,
+    );
     let key = vault
         .open(&context, &copy.key_sealed)
         .await

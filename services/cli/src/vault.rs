@@ -439,7 +439,10 @@ async fn rewrap_one(
         Ok(key_id) if key_id == target_id => Outcome::Already,
         Ok(_) if dry_run => Outcome::Rewrapped,
         Ok(key_id) => {
-            let context = context_of(&row);
+            let context = match context_of(store, &row).await {
+                Ok(context) => context,
+                Err(error) => return (row.id, Outcome::Failed(format!("reading: {error}"))),
+            };
             match rewrap_with_retry(from, to, &context, &row.blob).await {
                 Err(error) => Outcome::Failed(format!("sealed under {key_id}: {error}")),
                 Ok(blob) => match store
@@ -456,11 +459,28 @@ async fn rewrap_one(
     (row.id, outcome)
 }
 
-/// The encryption context the row's blob was sealed with.
-fn context_of(row: &SealedRow) -> EncryptionContext {
-    match row.column {
-        SealedColumn::VersionKey | SealedColumn::PendingKey => {
-            EncryptionContext::private_key(&row.organization_id, &row.resource_id)
+/// The encryption context the row's blob was sealed with: a version's key
+/// names its version, an order's pending key the version it is for (the
+/// next one); keys sealed before versions were bound open under it too.
+async fn context_of(
+    store: &Store,
+    row: &SealedRow,
+) -> Result<EncryptionContext, certfleet_store::StoreError> {
+    Ok(match row.column {
+        SealedColumn::VersionKey => match row.version {
+            Some(version) => EncryptionContext::private_key_version(
+                &row.organization_id,
+                &row.resource_id,
+                version,
+            ),
+            None => EncryptionContext::private_key(&row.organization_id, &row.resource_id),
+        },
+        SealedColumn::PendingKey => {
+            let next = store
+                .latest_version_number(&row.organization_id, &row.resource_id)
+                .await?
+                + 1;
+            EncryptionContext::private_key_version(&row.organization_id, &row.resource_id, next)
         }
         SealedColumn::AcmeAccount => {
             EncryptionContext::acme_account(&row.organization_id, &row.resource_id)
@@ -468,7 +488,7 @@ fn context_of(row: &SealedRow) -> EncryptionContext {
         SealedColumn::DnsProviderSecrets => {
             EncryptionContext::dns_provider(&row.organization_id, &row.resource_id)
         }
-    }
+    })
 }
 
 /// A key service that is busy or away is asked again, three times in all.

@@ -151,7 +151,11 @@ impl CertificateApi {
                 "certificate has not been issued yet".to_owned(),
             ));
         };
-        let context = EncryptionContext::private_key(organization_id, certificate_id);
+        let context = EncryptionContext::private_key_version(
+            organization_id,
+            certificate_id,
+            version.version,
+        );
         let plaintext = self
             .state
             .vault

@@ -314,3 +314,48 @@ async fn an_envelope_copied_to_another_organizations_row_does_not_open() -> anyh
     assert!(own.private_key_pem.contains("PRIVATE KEY"));
     app.shutdown().await
 }
+
+/// Each version's key is bound to its version number: the first version's
+/// key put into the second version's row does not open as the second's.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_moved_to_another_version_of_its_certificate_does_not_open() -> anyhow::Result<()> {
+    use certfleet_store::SealedColumn;
+
+    let app = TestApp::spawn().await?;
+    let acme = app.organization("acme").await?;
+    let certificate = app
+        .create_certificate(&acme.write, &["www.acme.example"])
+        .await?;
+    app.issue_fake_version(&acme.id, &certificate.id).await?;
+    app.issue_fake_version(&acme.id, &certificate.id).await?;
+    let versions = app.store.list_versions(&acme.id, &certificate.id).await?;
+    let (first, second) = match versions.as_slice() {
+        [a, b] if a.version == 1 => (a.clone(), b.clone()),
+        [a, b] => (b.clone(), a.clone()),
+        other => anyhow::bail!("expected two versions, got {}", other.len()),
+    };
+    let bundle_request = || {
+        authed(
+            pb::GetCertificateBundleRequest {
+                id: certificate.id.clone(),
+                ..Default::default()
+            },
+            &acme.bundle,
+        )
+    };
+    let mut client = app.certificates().await?;
+    client.get_certificate_bundle(bundle_request()).await?;
+    assert!(
+        app.store
+            .replace_sealed(
+                SealedColumn::VersionKey,
+                &second.id,
+                &second.key_sealed,
+                &first.key_sealed,
+            )
+            .await?
+    );
+    let status = failure(client.get_certificate_bundle(bundle_request()).await)?;
+    assert_eq!(status.code(), Code::Internal, "{status:?}");
+    app.shutdown().await
+}

@@ -231,10 +231,17 @@ impl TestApp {
             .acquire_certificate_lease(organization_id, certificate_id, owner, now, now + 60_000)
             .await?
             .context("lease the certificate")?;
-        let context = EncryptionContext::private_key(organization_id, certificate_id);
+        let number = self
+            .store
+            .latest_version_number(organization_id, certificate_id)
+            .await?
+            + 1;
+        let context =
+            EncryptionContext::private_key_version(organization_id, certificate_id, number);
         let key_sealed = self.vault.seal(&context, KEY_PEM.as_bytes()).await?;
         let version = NewCertificateVersion {
             id: new_id(),
+            version: Some(number),
             serial: "0A1B".to_owned(),
             fingerprint_sha256: "00".repeat(32),
             not_before: now,

@@ -29,6 +29,9 @@ pub struct PageCursor {
 #[derive(Debug, Clone)]
 pub struct NewCertificateVersion {
     pub id: String,
+    /// The version number its key was sealed for: the save fails rather than
+    /// give the key another number. `None`: the next number.
+    pub version: Option<i32>,
     pub serial: String,
     pub fingerprint_sha256: String,
     pub not_before: i64,

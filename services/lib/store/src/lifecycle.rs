@@ -284,11 +284,19 @@ impl Store {
                 .select(diesel::dsl::max(certificate_versions::version))
                 .first(conn)
                 .await?;
+            let number = latest.unwrap_or(0) + 1;
+            if let Some(sealed_for) = new_version.version
+                && sealed_for != number
+            {
+                return Err(StoreError::Conflict(format!(
+                    "version {number} of certificate {certificate_id} (its key was sealed for version {sealed_for})"
+                )));
+            }
             let version = CertificateVersion {
                 id: new_version.id,
                 certificate_id: certificate_id.to_owned(),
                 organization_id: organization_id.to_owned(),
-                version: latest.unwrap_or(0) + 1,
+                version: number,
                 serial: new_version.serial,
                 fingerprint_sha256: new_version.fingerprint_sha256,
                 not_before: new_version.not_before,

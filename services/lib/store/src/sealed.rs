@@ -50,6 +50,8 @@ pub struct SealedRow {
     /// The context's resource: the certificate id (keys), the directory URL
     /// (ACME accounts) or the provider id (DNS providers).
     pub resource_id: String,
+    /// A version key's version number (its context names it).
+    pub version: Option<i32>,
     pub blob: Vec<u8>,
 }
 
@@ -62,22 +64,39 @@ impl Store {
         after: &str,
         limit: i64,
     ) -> Result<Vec<SealedRow>, StoreError> {
+        if column == SealedColumn::VersionKey {
+            let rows: Vec<(String, String, String, i32, Vec<u8>)> = with_conn!(self, |conn| {
+                certificate_versions::table
+                    .filter(certificate_versions::id.gt(after))
+                    .order(certificate_versions::id)
+                    .limit(limit)
+                    .select((
+                        certificate_versions::id,
+                        certificate_versions::organization_id,
+                        certificate_versions::certificate_id,
+                        certificate_versions::version,
+                        certificate_versions::key_sealed,
+                    ))
+                    .load(conn)
+                    .await?
+            });
+            return Ok(rows
+                .into_iter()
+                .map(
+                    |(id, organization_id, resource_id, version, blob)| SealedRow {
+                        column,
+                        id,
+                        organization_id,
+                        resource_id,
+                        version: Some(version),
+                        blob,
+                    },
+                )
+                .collect());
+        }
         let rows: Vec<(String, String, String, Vec<u8>)> = with_conn!(self, |conn| {
             match column {
-                SealedColumn::VersionKey => {
-                    certificate_versions::table
-                        .filter(certificate_versions::id.gt(after))
-                        .order(certificate_versions::id)
-                        .limit(limit)
-                        .select((
-                            certificate_versions::id,
-                            certificate_versions::organization_id,
-                            certificate_versions::certificate_id,
-                            certificate_versions::key_sealed,
-                        ))
-                        .load(conn)
-                        .await?
-                }
+                SealedColumn::VersionKey => Vec::new(),
                 SealedColumn::PendingKey => {
                     certificates::table
                         .filter(certificates::id.gt(after))
@@ -131,6 +150,7 @@ impl Store {
                 id,
                 organization_id,
                 resource_id,
+                version: None,
                 blob,
             })
             .collect())

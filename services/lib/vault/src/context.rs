@@ -13,6 +13,9 @@ pub struct EncryptionContext {
     pub organization_id: String,
     pub purpose: String,
     pub resource_id: String,
+    /// The certificate version a private key belongs to; `None` for other
+    /// secrets and for keys sealed before versions were bound.
+    pub version: Option<i32>,
 }
 
 impl EncryptionContext {
@@ -25,6 +28,7 @@ impl EncryptionContext {
             organization_id: organization_id.into(),
             purpose: purpose.into(),
             resource_id: resource_id.into(),
+            version: None,
         }
     }
 
@@ -34,6 +38,28 @@ impl EncryptionContext {
         certificate_id: impl Into<String>,
     ) -> Self {
         Self::new(organization_id, PURPOSE_CERTIFICATE_KEY, certificate_id)
+    }
+
+    /// The context of the private key of a certificate's version `version`
+    /// (the number, 1 for the first issuance).
+    pub fn private_key_version(
+        organization_id: impl Into<String>,
+        certificate_id: impl Into<String>,
+        version: i32,
+    ) -> Self {
+        Self {
+            version: Some(version),
+            ..Self::private_key(organization_id, certificate_id)
+        }
+    }
+
+    /// This context without the version: the one keys were sealed with
+    /// before versions were bound.
+    pub fn without_version(&self) -> Self {
+        Self {
+            version: None,
+            ..self.clone()
+        }
     }
 
     /// The context of an organization's ACME account credentials at one CA.
@@ -53,14 +79,19 @@ impl EncryptionContext {
     }
 
     /// Unambiguous byte form used as AES-GCM associated data: a version tag,
-    /// then each field as a big-endian u32 length and its bytes, so no two
+    /// then each field as a big-endian u32 length and its bytes (the
+    /// certificate version, when set, as a fourth field in decimal), so no two
     /// different contexts share an encoding.
     pub fn canonical_bytes(&self) -> Vec<u8> {
-        let fields = [
+        let version = self.version.map(|version| version.to_string());
+        let mut fields = vec![
             self.organization_id.as_bytes(),
             self.purpose.as_bytes(),
             self.resource_id.as_bytes(),
         ];
+        if let Some(version) = &version {
+            fields.push(version.as_bytes());
+        }
         let len = CANONICAL_TAG.len() + fields.iter().map(|f| 4 + f.len()).sum::<usize>();
         let mut out = Vec::with_capacity(len);
         out.extend_from_slice(CANONICAL_TAG);
@@ -74,11 +105,15 @@ impl EncryptionContext {
 
     /// Key/value form for a KMS encryption context.
     pub fn to_map(&self) -> BTreeMap<String, String> {
-        BTreeMap::from([
+        let mut map = BTreeMap::from([
             ("organization_id".to_owned(), self.organization_id.clone()),
             ("purpose".to_owned(), self.purpose.clone()),
             ("resource_id".to_owned(), self.resource_id.clone()),
-        ])
+        ]);
+        if let Some(version) = self.version {
+            map.insert("version".to_owned(), version.to_string());
+        }
+        map
     }
 }
 
@@ -95,6 +130,21 @@ mod tests {
         assert_eq!(account.purpose, "acme-account");
         assert_eq!(account.to_map()["resource_id"], "https://ca/dir");
         assert_eq!(account.to_map()["organization_id"], "org1");
+    }
+
+    #[test]
+    fn the_version_is_a_field_of_its_own() {
+        let legacy = EncryptionContext::private_key("org1", "cert1");
+        let first = EncryptionContext::private_key_version("org1", "cert1", 1);
+        let second = EncryptionContext::private_key_version("org1", "cert1", 2);
+        assert_ne!(first.canonical_bytes(), second.canonical_bytes());
+        assert_ne!(first.canonical_bytes(), legacy.canonical_bytes());
+        assert_eq!(first.without_version(), legacy);
+        assert_eq!(first.to_map()["version"], "1");
+        assert!(!legacy.to_map().contains_key("version"));
+        // A resource id ending in a digit cannot pass for a version.
+        let shifted = EncryptionContext::private_key("org1", "cert11");
+        assert_ne!(shifted.canonical_bytes(), first.canonical_bytes());
     }
 
     #[test]

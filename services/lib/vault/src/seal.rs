@@ -63,8 +63,26 @@ impl Vault {
         encode(&wrapped, &sealed)
     }
 
-    /// Decrypts a blob produced by [`Vault::seal`] with the same context.
+    /// Decrypts a blob produced by [`Vault::seal`] with the same context. A
+    /// private key's context names its certificate version; a key sealed
+    /// before versions were bound opens under the context without it.
     pub async fn open(
+        &self,
+        ctx: &EncryptionContext,
+        blob: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, VaultError> {
+        match self.open_exact(ctx, blob).await {
+            Err(error) if refused(&error) && ctx.version.is_some() => {
+                match self.open_exact(&ctx.without_version(), blob).await {
+                    Ok(plaintext) => Ok(plaintext),
+                    Err(_) => Err(error),
+                }
+            }
+            other => other,
+        }
+    }
+
+    async fn open_exact(
         &self,
         ctx: &EncryptionContext,
         blob: &[u8],
@@ -82,6 +100,23 @@ impl Vault {
     /// first, and the result is opened with `new` and compared before it is
     /// returned, so a rewrapped blob is never one that cannot be opened.
     pub async fn rewrap(
+        &self,
+        ctx: &EncryptionContext,
+        blob: &[u8],
+        new: &Vault,
+    ) -> Result<Vec<u8>, VaultError> {
+        match self.rewrap_exact(ctx, blob, new).await {
+            Err(error) if refused(&error) && ctx.version.is_some() => {
+                match self.rewrap_exact(&ctx.without_version(), blob, new).await {
+                    Ok(rewrapped) => Ok(rewrapped),
+                    Err(_) => Err(error),
+                }
+            }
+            other => other,
+        }
+    }
+
+    async fn rewrap_exact(
         &self,
         ctx: &EncryptionContext,
         blob: &[u8],
@@ -117,6 +152,12 @@ impl Vault {
                     .join(", "),
             })
     }
+}
+
+/// Whether opening failed because the key or context did not fit (the blob
+/// may have been sealed under another context), not for lack of a key.
+fn refused(error: &VaultError) -> bool {
+    matches!(error, VaultError::Decrypt | VaultError::Refused(_))
 }
 
 fn data_aad(ctx: &EncryptionContext) -> Vec<u8> {

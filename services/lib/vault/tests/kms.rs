@@ -269,3 +269,16 @@ async fn rotation_from_the_local_key_to_kms_and_to_another_kms_key_then_the_old_
             .is_err()
     );
 }
+
+#[tokio::test]
+async fn the_key_service_binds_the_certificate_version() {
+    let moto = Moto::start().await.unwrap();
+    let key_id = moto.create_kms_key().await.unwrap();
+    let vault = kms_vault(&moto, &key_id);
+    let first = EncryptionContext::private_key_version("org-1", "cert-1", 1);
+    let blob = vault.seal(&first, SECRET).await.unwrap();
+    assert_eq!(vault.open(&first, &blob).await.unwrap().as_slice(), SECRET);
+    let second = EncryptionContext::private_key_version("org-1", "cert-1", 2);
+    let err = vault.open(&second, &blob).await.unwrap_err();
+    assert!(matches!(err, VaultError::Refused(_)), "{err}");
+}

@@ -293,3 +293,32 @@ async fn a_data_key_swapped_between_two_certificates_opens_neither() {
         SECRET
     );
 }
+
+#[tokio::test]
+async fn a_key_sealed_for_one_version_opens_for_no_other() {
+    let vault = vault();
+    let first = EncryptionContext::private_key_version("org-1", "cert-1", 1);
+    let second = EncryptionContext::private_key_version("org-1", "cert-1", 2);
+    let blob = vault.seal(&first, SECRET).await.unwrap();
+    assert_eq!(vault.open(&first, &blob).await.unwrap().as_slice(), SECRET);
+    for other in [&second, &first.without_version()] {
+        assert!(matches!(
+            vault.open(other, &blob).await,
+            Err(VaultError::Decrypt)
+        ));
+    }
+    // A key sealed before versions were bound still opens (and rewraps)
+    // under its version's context; it keeps its own context.
+    let legacy = vault.seal(&ctx(), SECRET).await.unwrap();
+    let versioned = EncryptionContext::private_key_version("org-1", "cert-1", 7);
+    assert_eq!(
+        vault.open(&versioned, &legacy).await.unwrap().as_slice(),
+        SECRET
+    );
+    let new = self::vault();
+    let rewrapped = vault.rewrap(&versioned, &legacy, &new).await.unwrap();
+    assert_eq!(
+        new.open(&ctx(), &rewrapped).await.unwrap().as_slice(),
+        SECRET
+    );
+}

@@ -239,7 +239,18 @@ impl Issuer {
         phase("order open");
         let key_type = KeyType::parse("key_type", &certificate.key_type)
             .map_err(|error| AcmeError::Key(error.to_string()))?;
-        let context = EncryptionContext::private_key(&certificate.organization_id, &certificate.id);
+        // The key is bound to the version it will be: the next number. The
+        // certificate's lease keeps any other version from being saved first.
+        let version_number = self
+            .store
+            .latest_version_number(&certificate.organization_id, &certificate.id)
+            .await?
+            + 1;
+        let context = EncryptionContext::private_key_version(
+            &certificate.organization_id,
+            &certificate.id,
+            version_number,
+        );
         let timeout = self.config.request_timeout;
         let policy = self.retry_policy();
         let finalized = matches!(
@@ -300,6 +311,7 @@ impl Issuer {
         Ok(Issued {
             version: NewCertificateVersion {
                 id: new_id(),
+                version: Some(version_number),
                 serial: parsed.serial,
                 fingerprint_sha256: parsed.fingerprint_sha256,
                 not_before: parsed.not_before_ms,

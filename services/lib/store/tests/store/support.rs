@@ -104,6 +104,7 @@ pub fn job(organization_id: &str, target_id: &str, topic: &str) -> Effects {
 pub fn version(not_before: i64, not_after: i64) -> NewCertificateVersion {
     let id = new_id();
     NewCertificateVersion {
+        version: None,
         serial: format!("serial-{id}"),
         fingerprint_sha256: format!("fingerprint-{id}"),
         id,
