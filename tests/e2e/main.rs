@@ -2,6 +2,7 @@
 
 #![expect(clippy::unwrap_used, reason = "tests")]
 
+mod archive;
 mod backup;
 mod binary;
 mod crash;

@@ -195,6 +195,11 @@ pub fn version_to_proto(version: &CertificateVersion) -> pb::CertificateVersion 
         revoked_at: optional_seconds(version.revoked_at),
         revocation_reason: revocation_reason.into(),
         issued_at: seconds(version.created_at),
+        backup_location: version.backup_location.clone().unwrap_or_default(),
+        backup_at: optional_seconds(version.backup_at),
+        backup_error: version.backup_error.clone().unwrap_or_default(),
+        backup_attempts: u32::try_from(version.backup_attempts).unwrap_or(0),
+        backup_next_at: optional_seconds(version.backup_next_at),
     }
 }
 

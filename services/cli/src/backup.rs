@@ -587,6 +587,10 @@ fn version_row(copy: &VersionCopy, location: &str) -> CertificateVersion {
         revoked_at: meta.revoked_at,
         revocation_reason: meta.revocation_reason.clone(),
         backup_location: Some(location.to_owned()),
+        backup_at: None,
+        backup_error: None,
+        backup_attempts: 0,
+        backup_next_at: None,
         created_at: meta.created_at,
     }
 }
@@ -650,6 +654,10 @@ mod tests {
             revoked_at: None,
             revocation_reason: None,
             backup_location: None,
+            backup_at: None,
+            backup_error: None,
+            backup_attempts: 0,
+            backup_next_at: None,
             created_at: 0,
         };
         let mut row = VersionToVerify {

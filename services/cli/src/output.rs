@@ -48,6 +48,26 @@ fn challenge_name(challenge_type: i32) -> &'static str {
     }
 }
 
+/// Where the version's archive copy is, or why it is not written yet.
+fn backup_state(version: &CertificateVersion) -> String {
+    if !version.backup_location.is_empty() {
+        return format!(
+            "{} (written {})",
+            version.backup_location,
+            timestamp(version.backup_at)
+        );
+    }
+    if version.backup_attempts == 0 {
+        return "not written yet (or no archive is configured)".to_owned();
+    }
+    format!(
+        "not written: {} ({} failed attempts; next {})",
+        version.backup_error,
+        version.backup_attempts,
+        timestamp(version.backup_next_at)
+    )
+}
+
 fn version_json(version: &CertificateVersion) -> Value {
     json!({
         "id": version.id,
@@ -58,6 +78,11 @@ fn version_json(version: &CertificateVersion) -> Value {
         "not_after": timestamp(version.not_after),
         "order_url": version.order_url,
         "revoked_at": timestamp(version.revoked_at),
+        "backup_location": version.backup_location,
+        "backup_at": timestamp(version.backup_at),
+        "backup_error": version.backup_error,
+        "backup_attempts": version.backup_attempts,
+        "backup_next_at": timestamp(version.backup_next_at),
     })
 }
 
@@ -116,6 +141,7 @@ pub(crate) fn certificate_details(certificate: &Certificate) -> String {
         if version.revoked_at != 0 {
             lines.push(format!("revoked at:  {}", timestamp(version.revoked_at)));
         }
+        lines.push(format!("backup:      {}", backup_state(version)));
     }
     if certificate.renew_at != 0 && certificate.auto_renew {
         lines.push(format!("renews at:   {}", timestamp(certificate.renew_at)));

@@ -311,6 +311,10 @@ impl Store {
                 revoked_at: None,
                 revocation_reason: None,
                 backup_location: None,
+                backup_at: None,
+                backup_error: None,
+                backup_attempts: 0,
+                backup_next_at: None,
                 created_at: now_ms,
             };
             diesel::insert_into(certificate_versions::table)

@@ -121,8 +121,15 @@ pub struct CertificateVersion {
     pub ari_end: Option<i64>,
     pub revoked_at: Option<i64>,
     pub revocation_reason: Option<String>,
+    /// Where the archive's copy is, and when it was written.
     pub backup_location: Option<String>,
     pub created_at: i64,
+    pub backup_at: Option<i64>,
+    /// Why the last attempt to write the copy failed (none once written).
+    pub backup_error: Option<String>,
+    pub backup_attempts: i32,
+    /// When the next attempt is due after a failure.
+    pub backup_next_at: Option<i64>,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]

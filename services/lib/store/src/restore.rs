@@ -404,6 +404,10 @@ mod tests {
             revoked_at: None,
             revocation_reason: None,
             backup_location: Some("file:///b/".to_owned()),
+            backup_at: None,
+            backup_error: None,
+            backup_attempts: 0,
+            backup_next_at: None,
             created_at: not_before,
         }
     }

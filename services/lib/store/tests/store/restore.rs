@@ -52,6 +52,10 @@ fn restored_version(
         backup_location: Some(format!(
             "s3://bucket/{organization_id}/{certificate_id}/0{number}AB/"
         )),
+        backup_at: None,
+        backup_error: None,
+        backup_attempts: 0,
+        backup_next_at: None,
         created_at: not_after - 90 * DAY,
     }
 }
