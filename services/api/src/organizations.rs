@@ -2,6 +2,7 @@
 //! tokens; platform agent tokens may list the organizations.
 
 mod audit;
+mod eab;
 mod tokens;
 
 use certfleet_core::{InputError, validate_email, validate_slug};
@@ -203,6 +204,24 @@ impl OrganizationService for OrganizationApi {
         self.admin(&request).await?;
         let entries = self.audit_entries(request.into_inner()).await?;
         Ok(Response::new(entries))
+    }
+
+    async fn set_external_account_binding(
+        &self,
+        request: Request<pb::SetExternalAccountBindingRequest>,
+    ) -> Result<Response<pb::ExternalAccountBinding>, Status> {
+        let actor = self.admin(&request).await?;
+        let binding = self.set_eab(&actor, request.into_inner()).await?;
+        Ok(Response::new(binding))
+    }
+
+    async fn delete_external_account_binding(
+        &self,
+        request: Request<pb::DeleteExternalAccountBindingRequest>,
+    ) -> Result<Response<pb::DeleteExternalAccountBindingResponse>, Status> {
+        let actor = self.admin(&request).await?;
+        let deleted = self.delete_eab(&actor, request.into_inner()).await?;
+        Ok(Response::new(deleted))
     }
 }
 

@@ -10,6 +10,8 @@ mod audit;
 mod certificates;
 #[path = "api/dns_providers.rs"]
 mod dns_providers;
+#[path = "api/eab.rs"]
+mod eab;
 #[path = "api/isolation.rs"]
 mod isolation;
 #[path = "api/support.rs"]

@@ -116,6 +116,17 @@ pub enum Command {
     /// Works on the database directly, like `migrate`.
     #[command(subcommand)]
     Vault(crate::vault::VaultCommand),
+    /// The certificates due for renewal now, and why; without --dry-run,
+    /// queue their renewals at once (the scheduler does the same on its
+    /// next pass).
+    ///
+    /// Lists one line per certificate: id, primary name and the reason
+    /// (renewal time passed, or expired). These are exactly the certificates
+    /// the scheduler renews: valid or expired, auto-renewing, not deleted,
+    /// whose renewal time has come. Works on the database directly (the
+    /// SQLite file in --data-dir or --database-url), like `migrate`; the
+    /// running certfleet sends the queued jobs.
+    RenewDue(crate::renew::RenewDueArgs),
     /// The archive of issued certificates: check that it can rebuild the
     /// database (`backup verify`). Works on the database directly.
     #[command(subcommand)]
@@ -351,6 +362,10 @@ pub enum OrgCommand {
     },
     /// List the organizations, by slug (the admin token or an agent token).
     List,
+    /// External Account Binding credentials at CAs that require them
+    /// (needs the admin token).
+    #[command(subcommand)]
+    Eab(crate::eab::EabCommand),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -78,6 +78,7 @@ pub(crate) async fn org(args: &ClientArgs, command: OrgCommand) -> anyhow::Resul
             }
             listed
         }
+        OrgCommand::Eab(eab) => return crate::eab::run(args, &mut organizations, eab).await,
     };
     let rows: Vec<Vec<String>> = listed
         .iter()

@@ -8,8 +8,10 @@ pub mod backup;
 pub mod client;
 mod commands;
 mod dns;
+mod eab;
 pub mod embedded;
 mod output;
+pub mod renew;
 mod tokens;
 pub mod vault;
 mod wait;
@@ -36,6 +38,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Dns(dns) => dns::run(&cli.client, dns).await,
         Command::Audit(audit) => audit::run(&cli.client, audit).await,
         Command::Vault(vault) => vault::run(vault).await,
+        Command::RenewDue(args) => renew::run(args).await,
         Command::Backup(backup) => backup::run(backup).await,
         Command::Restore(restore) => backup::restore_command(restore).await,
     };

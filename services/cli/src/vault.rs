@@ -488,6 +488,7 @@ async fn context_of(
         SealedColumn::DnsProviderSecrets => {
             EncryptionContext::dns_provider(&row.organization_id, &row.resource_id)
         }
+        SealedColumn::EabHmac => EncryptionContext::eab(&row.organization_id, &row.resource_id),
     })
 }
 

@@ -14,7 +14,9 @@ use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use instant_acme::{Account, AccountBuilder, AccountCredentials, BodyWrapper, NewAccount};
+use instant_acme::{
+    Account, AccountBuilder, AccountCredentials, BodyWrapper, ExternalAccountKey, NewAccount,
+};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject as _;
 use tokio::sync::Mutex;
@@ -222,12 +224,26 @@ impl AccountCache {
             terms_of_service_agreed: true,
             only_return_existing: false,
         };
+        let binding = self
+            .external_account_key(organization_id, directory_url)
+            .await?;
         let (account, credentials) = acme_call!(
             "registering the ACME account",
             self.config.request_timeout,
-            self.builder()?
-                .create(&new_account, directory_url.clone(), None)
-        )?;
+            self.builder()?.create(
+                &new_account,
+                directory_url.clone(),
+                binding.as_ref().map(|(_, key)| key)
+            )
+        )
+        .map_err(|error| {
+            binding_error(
+                error,
+                &organization.slug,
+                directory_url,
+                binding.as_ref().map(|(key_id, _)| key_id.as_str()),
+            )
+        })?;
         let credentials_json = Zeroizing::new(
             serde_json::to_vec(&credentials)
                 .map_err(|error| AcmeError::Key(format!("account credentials: {error}")))?,
@@ -240,7 +256,7 @@ impl AccountCache {
             account_url: account.id().to_owned(),
             contact,
             credentials_sealed: sealed,
-            eab_key_id: None,
+            eab_key_id: binding.map(|(key_id, _)| key_id),
             created_at: self.clock.now_ms(),
         };
         let stored = self.store.insert_acme_account(row).await?;
@@ -251,6 +267,26 @@ impl AccountCache {
             // Another worker registered first; use theirs so there is one account.
             self.restore(&context, &stored).await
         }
+    }
+
+    /// The organization's External Account Binding at `directory_url`, its
+    /// HMAC key opened by the vault, when one is set.
+    async fn external_account_key(
+        &self,
+        organization_id: &str,
+        directory_url: &str,
+    ) -> Result<Option<(String, ExternalAccountKey)>, AcmeError> {
+        let Some(stored) = self
+            .store
+            .find_eab_credential(organization_id, directory_url)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let context = EncryptionContext::eab(organization_id, directory_url);
+        let hmac = self.vault.open(&context, &stored.hmac_sealed).await?;
+        let key = ExternalAccountKey::new(stored.key_id.clone(), &hmac);
+        Ok(Some((stored.key_id, key)))
     }
 
     async fn restore(
@@ -268,5 +304,30 @@ impl AccountCache {
             builder.from_credentials(credentials),
         )
         .await
+    }
+}
+
+/// A refused registration in words that say what to do, when the refusal is
+/// about External Account Binding: required and not set (`slug` names the
+/// organization), or sent with `key_id` and refused.
+fn binding_error(
+    error: AcmeError,
+    slug: &str,
+    directory_url: &str,
+    key_id: Option<&str>,
+) -> AcmeError {
+    match (key_id, error.problem_type()) {
+        (None, Some("externalAccountRequired")) => AcmeError::EabRequired {
+            organization: slug.to_owned(),
+            directory: directory_url.to_owned(),
+        },
+        (Some(key_id), Some("externalAccountRequired" | "unauthorized" | "malformed")) => {
+            AcmeError::EabRefused {
+                key_id: key_id.to_owned(),
+                directory: directory_url.to_owned(),
+                detail: error.to_string(),
+            }
+        }
+        _ => error,
     }
 }

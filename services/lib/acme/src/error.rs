@@ -40,6 +40,24 @@ pub enum AcmeError {
     Key(String),
     #[error("the organization {0} no longer exists")]
     OrganizationGone(String),
+    /// The CA refuses new accounts without External Account Binding and the
+    /// organization has none for its directory.
+    #[error(
+        "the CA requires External Account Binding: set it with `certfleet org eab set --org {organization} --directory {directory} --key-id KEY_ID --hmac-key-file FILE` (the key id and HMAC key the CA gave), then `certfleet cert renew` the certificate"
+    )]
+    EabRequired {
+        organization: String,
+        directory: String,
+    },
+    /// The CA refused the organization's External Account Binding.
+    #[error(
+        "the CA refused the External Account Binding key id {key_id} for {directory}: check the key id and HMAC key and set them again with `certfleet org eab set` ({detail})"
+    )]
+    EabRefused {
+        key_id: String,
+        directory: String,
+        detail: String,
+    },
     /// Writing, checking or removing a DNS-01 record failed.
     #[error("dns-01: {0}")]
     Dns(#[from] certfleet_dns::DnsError),
@@ -119,7 +137,9 @@ impl AcmeError {
             | AcmeError::BadCertificate(_)
             | AcmeError::Key(_)
             | AcmeError::DnsProvider(_)
-            | AcmeError::OrganizationGone(_) => false,
+            | AcmeError::OrganizationGone(_)
+            | AcmeError::EabRequired { .. }
+            | AcmeError::EabRefused { .. } => false,
         }
     }
 
@@ -209,6 +229,31 @@ mod tests {
         assert!(problem("unauthorized").is_final_after(3));
         assert!(problem("rejectedIdentifier").is_final_after(1));
         assert!(!problem("badNonce").is_final_after(50));
+    }
+
+    #[test]
+    fn binding_refusals_are_final_at_once() {
+        let required = AcmeError::EabRequired {
+            organization: "acme".to_owned(),
+            directory: "https://ca/dir".to_owned(),
+        };
+        assert!(required.is_final_after(1));
+        assert!(
+            required
+                .to_string()
+                .contains("certfleet org eab set --org acme")
+        );
+        let refused = AcmeError::EabRefused {
+            key_id: "kid-1".to_owned(),
+            directory: "https://ca/dir".to_owned(),
+            detail: "bad signature (unauthorized)".to_owned(),
+        };
+        assert!(refused.is_final_after(1));
+        assert!(
+            refused
+                .to_string()
+                .contains("key id kid-1 for https://ca/dir")
+        );
     }
 
     #[test]

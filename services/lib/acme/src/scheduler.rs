@@ -9,8 +9,10 @@ use certfleet_bus::{Death, Job, JobKind, OutboxRelay};
 use certfleet_core::{Clock, SystemClock};
 use certfleet_store::{Effects, Store, StoreError};
 
-/// Certificates handled per pass and query.
+/// Certificates handled per query.
 const BATCH: i64 = 500;
+/// Renewal batches queued per pass at most (10,000 certificates).
+const RENEWAL_BATCHES_PER_PASS: usize = 20;
 /// DNS-01 values left in DNS by a settled certificate's last attempt (its
 /// clean-up failed) are queued for removal this long after they were last
 /// touched, and again this long after each try.
@@ -177,17 +179,28 @@ impl Scheduler {
             expired: self.store.mark_expired(now).await?,
             ..PassReport::default()
         };
-        for (organization_id, certificate_id) in self.store.due_for_renewal(now, BATCH).await? {
-            let effects = Effects {
-                outbox: vec![Job::issue(&organization_id, &certificate_id).to_outbox(now)],
-                audit: Vec::new(),
-            };
-            if self
-                .store
-                .mark_renewal_due(&organization_id, &certificate_id, now, effects)
-                .await?
-            {
-                report.renewals += 1;
+        // Batch after batch (each renewal leaves the due set), up to a cap
+        // so one pass also gets to the other work.
+        for _ in 0..RENEWAL_BATCHES_PER_PASS {
+            let due = self.store.due_for_renewal(now, BATCH).await?;
+            let full = i64::try_from(due.len()).unwrap_or(i64::MAX) >= BATCH;
+            let mut marked = 0;
+            for (organization_id, certificate_id) in due {
+                let effects = Effects {
+                    outbox: vec![Job::issue(&organization_id, &certificate_id).to_outbox(now)],
+                    audit: Vec::new(),
+                };
+                if self
+                    .store
+                    .mark_renewal_due(&organization_id, &certificate_id, now, effects)
+                    .await?
+                {
+                    marked += 1;
+                }
+            }
+            report.renewals += marked;
+            if !full || marked == 0 {
+                break;
             }
         }
         let retry_at = now + REQUEUE_AFTER.as_millis() as i64;

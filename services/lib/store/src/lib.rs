@@ -15,6 +15,7 @@ mod backups;
 mod certificates;
 mod challenges;
 mod dns_providers;
+mod eab;
 mod leases;
 mod lifecycle;
 mod organizations;

@@ -4,7 +4,7 @@ use diesel::prelude::*;
 
 use crate::schema::{
     acme_accounts, acme_challenges, api_tokens, audit_log, certificate_versions, certificates,
-    dns_providers, organizations, outbox,
+    dns_providers, eab_credentials, organizations, outbox,
 };
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
@@ -50,6 +50,22 @@ pub struct AcmeAccount {
     pub credentials_sealed: Vec<u8>,
     pub eab_key_id: Option<String>,
     pub created_at: i64,
+}
+
+/// An organization's External Account Binding at one CA directory: the key id
+/// the CA gave, and its HMAC key sealed by the vault (context `eab-hmac`).
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(treat_none_as_default_value = false)]
+#[diesel(table_name = eab_credentials)]
+pub struct EabCredential {
+    pub id: String,
+    pub organization_id: String,
+    pub directory_url: String,
+    pub key_id: String,
+    /// Vault-sealed HMAC key (raw bytes, not base64).
+    pub hmac_sealed: Vec<u8>,
+    pub created_at: i64,
+    pub updated_at: i64,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]

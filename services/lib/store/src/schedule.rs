@@ -4,7 +4,7 @@
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
-use crate::models::Effects;
+use crate::models::{Certificate, Effects};
 use crate::schema::certificates;
 use crate::{Store, StoreError, transaction, with_conn, write_effects};
 
@@ -15,21 +15,53 @@ const RENEWABLE: [&str; 2] = ["valid", "expired"];
 
 impl Store {
     /// Valid, auto-renewing certificates whose renewal time has come, as
-    /// (organization id, certificate id).
+    /// (organization id, certificate id): the first page of
+    /// [`Store::due_renewals_page`].
     pub async fn due_for_renewal(
         &self,
         now_ms: i64,
         limit: i64,
     ) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(self
+            .due_renewals_page(now_ms, None, limit)
+            .await?
+            .into_iter()
+            .map(|certificate| (certificate.organization_id, certificate.id))
+            .collect())
+    }
+
+    /// Up to `limit` certificates due for a scheduled renewal at `now_ms`
+    /// (renewal time passed, auto-renew on, valid or expired, not deleted), in
+    /// (renewal time, id) order after the cursor `after`: what the scheduler
+    /// renews, page by page.
+    pub async fn due_renewals_page(
+        &self,
+        now_ms: i64,
+        after: Option<(i64, &str)>,
+        limit: i64,
+    ) -> Result<Vec<Certificate>, StoreError> {
         with_conn!(self, |conn| {
-            Ok(certificates::table
+            let mut query = certificates::table
                 .filter(certificates::renew_at.le(now_ms))
                 .filter(certificates::deleted_at.is_null())
                 .filter(certificates::auto_renew.eq(true))
                 .filter(certificates::status.eq_any(RENEWABLE))
-                .order(certificates::renew_at.asc())
+                .into_boxed();
+            if let Some((renew_at, id)) = after {
+                // The lower bound on its own makes it an index condition, so
+                // a page does not scan again from the oldest due row.
+                query = query.filter(certificates::renew_at.ge(renew_at)).filter(
+                    certificates::renew_at
+                        .gt(renew_at)
+                        .or(certificates::renew_at
+                            .eq(renew_at)
+                            .and(certificates::id.gt(id.to_owned()))),
+                );
+            }
+            Ok(query
+                .order((certificates::renew_at.asc(), certificates::id.asc()))
                 .limit(limit)
-                .select((certificates::organization_id, certificates::id))
+                .select(Certificate::as_select())
                 .load(conn)
                 .await?)
         })

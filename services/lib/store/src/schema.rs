@@ -173,6 +173,18 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    eab_credentials (id) {
+        id -> Text,
+        organization_id -> Text,
+        directory_url -> Text,
+        key_id -> Text,
+        hmac_sealed -> Binary,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     organizations,
     api_tokens,
@@ -181,6 +193,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     certificate_versions,
     acme_challenges,
     dns_providers,
+    eab_credentials,
     outbox,
     leases,
     audit_log,

@@ -5,7 +5,9 @@
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
-use crate::schema::{acme_accounts, certificate_versions, certificates, dns_providers};
+use crate::schema::{
+    acme_accounts, certificate_versions, certificates, dns_providers, eab_credentials,
+};
 use crate::{Store, StoreError, with_conn};
 
 /// The columns that hold sealed blobs.
@@ -19,14 +21,17 @@ pub enum SealedColumn {
     AcmeAccount,
     /// `dns_providers.secrets_sealed`: a DNS provider's secret settings.
     DnsProviderSecrets,
+    /// `eab_credentials.hmac_sealed`: an External Account Binding's HMAC key.
+    EabHmac,
 }
 
 impl SealedColumn {
-    pub const ALL: [SealedColumn; 4] = [
+    pub const ALL: [SealedColumn; 5] = [
         SealedColumn::VersionKey,
         SealedColumn::PendingKey,
         SealedColumn::AcmeAccount,
         SealedColumn::DnsProviderSecrets,
+        SealedColumn::EabHmac,
     ];
 
     /// `table.column`, for progress and error messages.
@@ -36,6 +41,7 @@ impl SealedColumn {
             SealedColumn::PendingKey => "certificates.pending_key_sealed",
             SealedColumn::AcmeAccount => "acme_accounts.credentials_sealed",
             SealedColumn::DnsProviderSecrets => "dns_providers.secrets_sealed",
+            SealedColumn::EabHmac => "eab_credentials.hmac_sealed",
         }
     }
 }
@@ -48,7 +54,7 @@ pub struct SealedRow {
     pub id: String,
     pub organization_id: String,
     /// The context's resource: the certificate id (keys), the directory URL
-    /// (ACME accounts) or the provider id (DNS providers).
+    /// (ACME accounts, EAB keys) or the provider id (DNS providers).
     pub resource_id: String,
     /// A version key's version number (its context names it).
     pub version: Option<i32>,
@@ -141,6 +147,20 @@ impl Store {
                         .load(conn)
                         .await?
                 }
+                SealedColumn::EabHmac => {
+                    eab_credentials::table
+                        .filter(eab_credentials::id.gt(after))
+                        .order(eab_credentials::id)
+                        .limit(limit)
+                        .select((
+                            eab_credentials::id,
+                            eab_credentials::organization_id,
+                            eab_credentials::directory_url,
+                            eab_credentials::hmac_sealed,
+                        ))
+                        .load(conn)
+                        .await?
+                }
             }
         });
         Ok(rows
@@ -211,6 +231,16 @@ impl Store {
                             .filter(dns_providers::secrets_sealed.eq(old)),
                     )
                     .set(dns_providers::secrets_sealed.eq(new))
+                    .execute(conn)
+                    .await?
+                }
+                SealedColumn::EabHmac => {
+                    diesel::update(
+                        eab_credentials::table
+                            .filter(eab_credentials::id.eq(id))
+                            .filter(eab_credentials::hmac_sealed.eq(old)),
+                    )
+                    .set(eab_credentials::hmac_sealed.eq(new))
                     .execute(conn)
                     .await?
                 }

@@ -38,6 +38,10 @@ pub struct PebbleOptions {
     /// Accept every challenge without looking (`PEBBLE_VA_ALWAYS_VALID`), for
     /// DNS providers no local DNS server serves.
     pub va_always_valid: bool,
+    /// External Account Binding keys as `(key id, base64url HMAC key)`; when
+    /// not empty, Pebble requires a binding on every new account
+    /// (`externalAccountBindingRequired`, `externalAccountMACKeys`).
+    pub eab_keys: Vec<(String, String)>,
 }
 
 impl Default for PebbleOptions {
@@ -49,6 +53,7 @@ impl Default for PebbleOptions {
             va_nosleep: true,
             dns_server: None,
             va_always_valid: false,
+            eab_keys: Vec::new(),
         }
     }
 }
@@ -150,6 +155,11 @@ impl Pebble {
         write_file(&dir.join("listener-key.pem"), &certificates.private_key_pem)?;
 
         let ports = Ports::pick(options.http01_port);
+        let eab_keys: serde_json::Map<String, serde_json::Value> = options
+            .eab_keys
+            .iter()
+            .map(|(key_id, hmac)| (key_id.clone(), serde_json::Value::from(hmac.clone())))
+            .collect();
         let config = serde_json::json!({
             "pebble": {
                 "listenAddress": format!("127.0.0.1:{}", ports.listen),
@@ -159,7 +169,8 @@ impl Pebble {
                 "httpPort": ports.http01,
                 "tlsPort": ports.tls_alpn01,
                 "ocspResponderURL": "",
-                "externalAccountBindingRequired": false,
+                "externalAccountBindingRequired": !eab_keys.is_empty(),
+                "externalAccountMACKeys": eab_keys,
             }
         });
         let config_path = dir.join("pebble-config.json");

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 const PURPOSE_CERTIFICATE_KEY: &str = "certificate-key";
 const PURPOSE_ACME_ACCOUNT: &str = "acme-account";
 const PURPOSE_DNS_PROVIDER: &str = "dns-provider";
+const PURPOSE_EAB_HMAC: &str = "eab-hmac";
 const CANONICAL_TAG: &[u8] = b"certfleet-ctx-v1";
 
 /// The owner and use of a secret. Opening requires the same context that sealed it.
@@ -78,6 +79,12 @@ impl EncryptionContext {
         Self::new(organization_id, PURPOSE_DNS_PROVIDER, provider_id)
     }
 
+    /// The context of an organization's External Account Binding HMAC key
+    /// at one CA.
+    pub fn eab(organization_id: impl Into<String>, directory_url: impl Into<String>) -> Self {
+        Self::new(organization_id, PURPOSE_EAB_HMAC, directory_url)
+    }
+
     /// Unambiguous byte form used as AES-GCM associated data: a version tag,
     /// then each field as a big-endian u32 length and its bytes (the
     /// certificate version, when set, as a fourth field in decimal), so no two
@@ -130,6 +137,10 @@ mod tests {
         assert_eq!(account.purpose, "acme-account");
         assert_eq!(account.to_map()["resource_id"], "https://ca/dir");
         assert_eq!(account.to_map()["organization_id"], "org1");
+        let eab = EncryptionContext::eab("org1", "https://ca/dir");
+        assert_eq!(eab.purpose, "eab-hmac");
+        assert_eq!(eab.resource_id, "https://ca/dir");
+        assert_ne!(eab.canonical_bytes(), account.canonical_bytes());
     }
 
     #[test]

@@ -9,7 +9,8 @@ use crate::support::{
 on_both_backends!(
     issued_versions_and_renewal,
     failures_and_due_attempts,
-    unsaved_order_attempts
+    unsaved_order_attempts,
+    due_renewals_are_paged_in_renewal_order
 );
 
 async fn issued_versions_and_renewal(store: &Store) -> anyhow::Result<()> {
@@ -433,5 +434,54 @@ async fn unsaved_order_attempts(store: &Store) -> anyhow::Result<()> {
     let mut known: Vec<String> = store.known_order_urls(org).await?.into_iter().collect();
     known.sort();
     assert_eq!(known, ["https://ca.example/order/1", "https://ca/order/a"]);
+    Ok(())
+}
+
+/// `due_renewals_page` walks every due certificate once, in (renewal time,
+/// id) order, whatever the page size; its first page is `due_for_renewal`.
+async fn due_renewals_are_paged_in_renewal_order(store: &Store) -> anyhow::Result<()> {
+    let acme = organization(store, "acme").await?;
+    let mut expected = Vec::new();
+    // Two share a renewal time, so the id breaks the tie.
+    for (index, renew_at) in [NOW - DAY, NOW - 3 * DAY, NOW - DAY, NOW, NOW + DAY]
+        .into_iter()
+        .enumerate()
+    {
+        let name = format!("n{index}.acme.example");
+        let row = stored(store, certificate(&acme.id, &[name.as_str()], NOW)).await?;
+        issue(store, &row, "w", NOW + 90 * DAY, renew_at).await?;
+        if renew_at <= NOW {
+            expected.push((renew_at, row.id));
+        }
+    }
+    expected.sort();
+    for page_size in [1, 2, 100] {
+        let mut walked = Vec::new();
+        let mut cursor: Option<(i64, String)> = None;
+        loop {
+            let page = store
+                .due_renewals_page(
+                    NOW,
+                    cursor.as_ref().map(|(at, id)| (*at, id.as_str())),
+                    page_size,
+                )
+                .await?;
+            let Some(last) = page.last() else { break };
+            cursor = Some((last.renew_at.unwrap_or_default(), last.id.clone()));
+            walked.extend(
+                page.into_iter()
+                    .map(|row| (row.renew_at.unwrap_or_default(), row.id)),
+            );
+        }
+        assert_eq!(walked, expected, "page size {page_size}");
+    }
+    let first: Vec<String> = store
+        .due_for_renewal(NOW, 2)
+        .await?
+        .into_iter()
+        .map(|(_, id)| id)
+        .collect();
+    let expected_first: Vec<String> = expected.iter().take(2).map(|(_, id)| id.clone()).collect();
+    assert_eq!(first, expected_first);
     Ok(())
 }

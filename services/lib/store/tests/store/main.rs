@@ -35,6 +35,7 @@ macro_rules! on_both_backends {
 mod audit;
 mod certificates;
 mod dns;
+mod eab;
 mod leases;
 mod lifecycle;
 mod organizations;
