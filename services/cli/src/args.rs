@@ -13,8 +13,9 @@ use crate::embedded::EmbeddedConfig;
 
 /// TLS certificates from ACME CAs for every domain of every organization.
 ///
-/// `certfleet dev` runs everything in one process on SQLite; the other commands
-/// talk to a running certfleet over gRPC.
+/// `certfleet dev` runs everything in one process on SQLite. `migrate`,
+/// `vault`, `renew-due`, `backup` and `restore` work on the database
+/// directly; the other commands talk to a running certfleet over gRPC.
 #[derive(Debug, Parser)]
 #[command(name = "certfleet", version, propagate_version = true)]
 pub struct Cli {
