@@ -14,6 +14,7 @@ mod failures;
 mod grpcurl;
 mod issuance;
 mod kms;
+mod leaks;
 mod lifecycle;
 mod outage;
 mod renew_due;

@@ -14,24 +14,7 @@ use certfleet_proto::v1::{
 };
 use tokio_stream::StreamExt as _;
 
-/// Byte strings that would show a private key: each PEM body line, the whole
-/// body, and the DER itself.
-fn needles(private_key_pem: &str) -> Vec<Vec<u8>> {
-    let lines: Vec<&str> = private_key_pem
-        .lines()
-        .filter(|line| !line.starts_with("-----"))
-        .collect();
-    let body = lines.concat();
-    let (_, der) = x509_parser::pem::parse_x509_pem(private_key_pem.as_bytes()).unwrap();
-    let mut needles: Vec<Vec<u8>> = lines
-        .iter()
-        .filter(|line| line.len() >= 40)
-        .map(|line| line.as_bytes().to_vec())
-        .collect();
-    needles.push(body.into_bytes());
-    needles.push(der.contents);
-    needles
-}
+use crate::leaks::leak_in;
 
 /// Every file under `dir` whose name ends with `suffix`, recursively.
 fn files_named(dir: &std::path::Path, suffix: &str) -> Vec<std::path::PathBuf> {
@@ -48,12 +31,6 @@ fn files_named(dir: &std::path::Path, suffix: &str) -> Vec<std::path::PathBuf> {
         }
     }
     found
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|window| window == needle)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -207,21 +184,8 @@ async fn no_private_key_in_plaintext_anywhere() {
     );
     assert_eq!(keys.len(), 3);
     for (place, contents) in &places {
-        assert!(
-            !contains(contents, b"PRIVATE KEY"),
-            "a PEM private key in {place}"
-        );
-        assert!(
-            !contains(contents, b"key_pkcs8"),
-            "ACME account credentials in {place}"
-        );
-        for key in &keys {
-            for needle in needles(key) {
-                assert!(
-                    !contains(contents, &needle),
-                    "private key material in {place}"
-                );
-            }
+        if let Some(what) = leak_in(contents, &keys) {
+            panic!("{what} in {place}");
         }
     }
 }

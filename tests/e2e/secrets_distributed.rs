@@ -23,57 +23,10 @@ use lapin::{Connection, ConnectionProperties};
 use prost::Message as _;
 use tokio::time::Instant;
 
+use crate::leaks::{contains, hex, leak_in};
+
 const BUCKET: &str = "certfleet-secrets";
 const PREFIX: &str = "copies";
-
-/// Byte strings that would show a private key: each PEM body line, the whole
-/// body, the DER itself and the DER in hex (how `pg_dump` writes a bytea).
-fn needles(private_key_pem: &str) -> Vec<Vec<u8>> {
-    let lines: Vec<&str> = private_key_pem
-        .lines()
-        .filter(|line| !line.starts_with("-----"))
-        .collect();
-    let body = lines.concat();
-    let (_, der) = x509_parser::pem::parse_x509_pem(private_key_pem.as_bytes()).unwrap();
-    let mut needles: Vec<Vec<u8>> = lines
-        .iter()
-        .filter(|line| line.len() >= 40)
-        .map(|line| line.as_bytes().to_vec())
-        .collect();
-    needles.push(body.into_bytes());
-    needles.push(hex(&der.contents).into_bytes());
-    needles.push(der.contents);
-    needles
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
-}
-
-/// `bytes` one char per byte, so that std's (optimized) substring search
-/// works on binary data.
-fn latin1(bytes: &[u8]) -> String {
-    bytes.iter().copied().map(char::from).collect()
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    latin1(haystack).contains(&latin1(needle))
-}
-
-/// What in `contents` shows a private key, if anything does.
-fn leak_in(contents: &[u8], keys: &[String]) -> Option<&'static str> {
-    let contents = latin1(contents);
-    if contents.contains("PRIVATE KEY") {
-        return Some("a PEM private key");
-    }
-    if contents.contains("key_pkcs8") {
-        return Some("ACME account credentials");
-    }
-    keys.iter()
-        .flat_map(|key| needles(key))
-        .any(|needle| contents.contains(&latin1(&needle)))
-        .then_some("private key material")
-}
 
 /// The stack's settings plus debug logs and the S3 archive in `moto`.
 fn configure(stack: &mut RoleStack, moto: &Moto) {

@@ -501,7 +501,12 @@ mod tests {
         let (token_id, _) = parse_bearer(&live).unwrap();
         let audit = AuditEntry::new(None, "test", "api_token.revoked", None, now);
         store
-            .revoke_api_token(&organization.id, token_id, clock.now_ms(), audit)
+            .revoke_api_token(
+                certfleet_store::TokenOwner::Organization(&organization.id),
+                token_id,
+                clock.now_ms(),
+                audit,
+            )
             .await
             .unwrap()
             .unwrap();

@@ -106,18 +106,11 @@ impl ArchiveArgs {
 /// An archive setting error under its flag and variable names.
 fn named(error: ArchiveError) -> anyhow::Error {
     match error {
-        ArchiveError::Setting { setting, message } => {
-            let setting = if setting == "archive_dir" {
-                "archive_location"
-            } else {
-                setting
-            };
-            anyhow::anyhow!(
-                "--{} (CERTFLEET_{}): {message}",
-                setting.replace('_', "-"),
-                setting.to_ascii_uppercase()
-            )
-        }
+        ArchiveError::Setting { setting, message } => anyhow::anyhow!(
+            "--{} (CERTFLEET_{}): {message}",
+            setting.replace('_', "-"),
+            setting.to_ascii_uppercase()
+        ),
         other => anyhow::Error::new(other),
     }
 }

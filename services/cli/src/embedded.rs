@@ -16,7 +16,7 @@ use certfleet_api::ApiState;
 use certfleet_bus::{InProcessBus, InProcessJobs, OutboxRelay};
 use certfleet_core::{Clock, SystemClock};
 use certfleet_store::Store;
-use certfleet_vault::{AwsKms, AwsKmsConfig, KeyWrapper, LocalMasterKey, Vault, VaultError};
+use certfleet_vault::{AwsKms, AwsKmsConfig, KeyWrapper, LocalMasterKey, Vault};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
@@ -385,17 +385,9 @@ fn load_grpc_tls(
     Ok(config)
 }
 
-/// The KMS wrapper of the settings, checked before anything is written;
-/// errors name the flag and its variable, never a secret.
+/// The KMS wrapper of the settings (see [`crate::vault::kms_wrapper`]).
 fn kms_wrapper(config: &AwsKmsConfig) -> anyhow::Result<AwsKms> {
-    let kms = AwsKms::new(config).map_err(|error| match error {
-        VaultError::Setting { setting, message } => anyhow::anyhow!(
-            "--{} (CERTFLEET_{}): {message}",
-            setting.replace('_', "-"),
-            setting.to_ascii_uppercase()
-        ),
-        other => anyhow::Error::new(other).context("--vault-provider aws-kms"),
-    })?;
+    let kms = crate::vault::kms_wrapper(config, None)?;
     tracing::info!(key_id = %config.key_id, region = %config.region, "vault keys wrapped by aws kms");
     Ok(kms)
 }

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use certfleet_core::{Clock as _, SystemClock};
-use certfleet_store::{Certificate, Effects, Store};
+use certfleet_store::{Certificate, Store};
 use clap::Args;
 
 use crate::output::timestamp;
@@ -131,22 +131,14 @@ pub async fn queue_renewals(
     let mut queued = 0;
     for item in due {
         let certificate = &item.certificate;
-        let effects = Effects {
-            outbox: vec![
-                certfleet_bus::Job::issue(&certificate.organization_id, &certificate.id)
-                    .to_outbox(now_ms),
-            ],
-            audit: Vec::new(),
-        };
-        if store
-            .mark_renewal_due(
-                &certificate.organization_id,
-                &certificate.id,
-                now_ms,
-                effects,
-            )
-            .await
-            .with_context(|| format!("queueing the renewal of {}", certificate.id))?
+        if certfleet_acme::queue_renewal(
+            store,
+            &certificate.organization_id,
+            &certificate.id,
+            now_ms,
+        )
+        .await
+        .with_context(|| format!("queueing the renewal of {}", certificate.id))?
         {
             queued += 1;
         }

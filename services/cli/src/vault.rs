@@ -216,7 +216,7 @@ async fn rewrap_command(args: RewrapArgs) -> anyhow::Result<ExitCode> {
 /// The vault of the usual key settings, with the previous master keys.
 pub async fn current_vault(keys: &VaultKeyArgs, data_dir: &Path) -> anyhow::Result<Vault> {
     let wrapper: Arc<dyn KeyWrapper> = match keys.kms() {
-        Some(config) => Arc::new(kms_wrapper(&config, "--kms-key-id")?),
+        Some(config) => Arc::new(kms_wrapper(&config, None)?),
         None => match &keys.master_key {
             Some(encoded) => {
                 Arc::new(LocalMasterKey::from_base64(encoded).context("CERTFLEET_MASTER_KEY")?)
@@ -239,14 +239,9 @@ pub async fn current_vault(keys: &VaultKeyArgs, data_dir: &Path) -> anyhow::Resu
 
 /// The earlier master keys given by --previous-master-key-file.
 pub async fn previous_keys(paths: &[PathBuf]) -> anyhow::Result<Vec<Arc<dyn KeyWrapper>>> {
-    let mut keys: Vec<Arc<dyn KeyWrapper>> = Vec::with_capacity(paths.len());
-    for path in paths {
-        let key = LocalMasterKey::load_file(path)
-            .await
-            .with_context(|| format!("--previous-master-key-file {}", path.display()))?;
-        keys.push(Arc::new(key));
-    }
-    Ok(keys)
+    LocalMasterKey::load_previous(paths)
+        .await
+        .context("--previous-master-key-file (CERTFLEET_PREVIOUS_MASTER_KEY_FILES)")
 }
 
 /// The vault of `--to`.
@@ -264,27 +259,29 @@ async fn target_vault(spec: &str, keys: &VaultKeyArgs) -> anyhow::Result<Vault> 
     }
     if let Some(key_id) = spec.strip_prefix("aws-kms:") {
         let config = keys.kms_config(Some(key_id.to_owned()));
-        return Ok(Vault::new(Arc::new(kms_wrapper(&config, "--to")?)));
+        return Ok(Vault::new(Arc::new(kms_wrapper(&config, Some("--to"))?)));
     }
     bail!("--to {spec:?} is not local:PATH or aws-kms:KEY")
 }
 
-/// The KMS wrapper of `config`; setting errors name the flag (the key's own
-/// flag as `key_flag`), never a secret.
-fn kms_wrapper(config: &AwsKmsConfig, key_flag: &str) -> anyhow::Result<AwsKms> {
-    AwsKms::new(config).map_err(|error| match error {
-        VaultError::Setting {
-            setting: "kms_key_id",
-            message,
-        } => {
-            anyhow::anyhow!("{key_flag}: {message}")
-        }
-        VaultError::Setting { setting, message } => anyhow::anyhow!(
+/// The KMS wrapper of `config`, checked before anything is written; setting
+/// errors name the flag and its variable (the key itself as `key_flag` when
+/// it came from another flag, like `--to`), never a secret.
+pub(crate) fn kms_wrapper(config: &AwsKmsConfig, key_flag: Option<&str>) -> anyhow::Result<AwsKms> {
+    AwsKms::new(config).map_err(|error| match (error, key_flag) {
+        (
+            VaultError::Setting {
+                setting: "kms_key_id",
+                message,
+            },
+            Some(flag),
+        ) => anyhow::anyhow!("{flag}: {message}"),
+        (VaultError::Setting { setting, message }, _) => anyhow::anyhow!(
             "--{} (CERTFLEET_{}): {message}",
             setting.replace('_', "-"),
             setting.to_ascii_uppercase()
         ),
-        other => anyhow::Error::new(other),
+        (other, _) => anyhow::Error::new(other),
     })
 }
 

@@ -3,7 +3,7 @@
 
 use certfleet_core::{InputError, Role, validate_slug};
 use certfleet_proto::v1 as pb;
-use certfleet_store::{ApiToken, AuditEntry, Organization};
+use certfleet_store::{ApiToken, AuditEntry, Organization, TokenOwner};
 
 use super::{Admin, MAX_NAME_CHARS, OrganizationApi, check_text};
 use crate::ApiError;
@@ -91,7 +91,9 @@ impl OrganizationApi {
             let tokens = self
                 .state
                 .store
-                .list_platform_api_tokens(Role::Agent.as_str())
+                .list_api_tokens(TokenOwner::Platform {
+                    role: Role::Agent.as_str(),
+                })
                 .await
                 .map_err(|error| ApiError::store("list agent tokens", error))?;
             let tokens = tokens
@@ -105,7 +107,7 @@ impl OrganizationApi {
         let tokens = self
             .state
             .store
-            .list_api_tokens(&organization.id)
+            .list_api_tokens(TokenOwner::Organization(&organization.id))
             .await
             .map_err(|error| ApiError::store("list api tokens", error))?;
         let tokens = tokens
@@ -138,7 +140,12 @@ impl OrganizationApi {
         let revoked = self
             .state
             .store
-            .revoke_api_token(&organization.id, &request.id, now, audit)
+            .revoke_api_token(
+                TokenOwner::Organization(&organization.id),
+                &request.id,
+                now,
+                audit,
+            )
             .await
             .map_err(|error| ApiError::store("revoke api token", error))?
             .ok_or_else(|| {
@@ -173,7 +180,7 @@ impl OrganizationApi {
         let revoked = self
             .state
             .store
-            .revoke_platform_api_token(Role::Agent.as_str(), token_id, now, audit)
+            .revoke_api_token(TokenOwner::Platform { role: Role::Agent.as_str() }, token_id, now, audit)
             .await
             .map_err(|error| ApiError::store("revoke agent token", error))?
             .ok_or_else(|| {

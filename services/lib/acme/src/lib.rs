@@ -18,7 +18,7 @@ pub use certs::{ParsedCertificate, generate_key, parse_chain};
 pub use config::{AcmeConfig, SelfCheckConfig};
 pub use error::AcmeError;
 pub use issuer::{Issuer, IssuerPool};
-pub use scheduler::{Scheduler, SchedulerConfig};
+pub use scheduler::{Scheduler, SchedulerConfig, queue_renewal};
 
 /// The `failed` event of `certificate` as an outbox row: `error` in plain
 /// words, `reason` as docs/EVENTS.md lists them.

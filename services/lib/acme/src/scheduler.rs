@@ -57,6 +57,33 @@ impl std::fmt::Debug for Scheduler {
     }
 }
 
+/// The effects that queue a `job.issue` for the certificate.
+fn issue_job(organization_id: &str, certificate_id: &str, now_ms: i64) -> Effects {
+    Effects {
+        outbox: vec![Job::issue(organization_id, certificate_id).to_outbox(now_ms)],
+        audit: Vec::new(),
+    }
+}
+
+/// Moves a due certificate to `renewing` and queues its job, as a pass does
+/// (also `certfleet renew-due`); false when it is no longer due (another
+/// pass got there first).
+pub async fn queue_renewal(
+    store: &Store,
+    organization_id: &str,
+    certificate_id: &str,
+    now_ms: i64,
+) -> Result<bool, StoreError> {
+    store
+        .mark_renewal_due(
+            organization_id,
+            certificate_id,
+            now_ms,
+            issue_job(organization_id, certificate_id, now_ms),
+        )
+        .await
+}
+
 /// What one pass did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct PassReport {
@@ -186,15 +213,7 @@ impl Scheduler {
             let full = i64::try_from(due.len()).unwrap_or(i64::MAX) >= BATCH;
             let mut marked = 0;
             for (organization_id, certificate_id) in due {
-                let effects = Effects {
-                    outbox: vec![Job::issue(&organization_id, &certificate_id).to_outbox(now)],
-                    audit: Vec::new(),
-                };
-                if self
-                    .store
-                    .mark_renewal_due(&organization_id, &certificate_id, now, effects)
-                    .await?
-                {
+                if queue_renewal(&self.store, &organization_id, &certificate_id, now).await? {
                     marked += 1;
                 }
             }
@@ -205,10 +224,7 @@ impl Scheduler {
         }
         let retry_at = now + REQUEUE_AFTER.as_millis() as i64;
         for (organization_id, certificate_id) in self.store.due_attempts(now, BATCH).await? {
-            let effects = Effects {
-                outbox: vec![Job::issue(&organization_id, &certificate_id).to_outbox(now)],
-                audit: Vec::new(),
-            };
+            let effects = issue_job(&organization_id, &certificate_id, now);
             if self
                 .store
                 .requeue_attempt(&organization_id, &certificate_id, now, retry_at, effects)
@@ -223,10 +239,7 @@ impl Scheduler {
             .dns_leftovers_due(now, quiet_before, BATCH)
             .await?
         {
-            let effects = Effects {
-                outbox: vec![Job::issue(&organization_id, &certificate_id).to_outbox(now)],
-                audit: Vec::new(),
-            };
+            let effects = issue_job(&organization_id, &certificate_id, now);
             self.store
                 .queue_dns_cleanup(&organization_id, &certificate_id, now, effects)
                 .await?;

@@ -122,7 +122,7 @@ impl ArchiveConfig {
         match self {
             ArchiveConfig::Dir { path } => {
                 if path.as_os_str().is_empty() {
-                    return Err(ArchiveError::setting("archive_dir", "is empty"));
+                    return Err(ArchiveError::setting("archive_location", "is empty"));
                 }
                 Ok(())
             }
@@ -471,7 +471,7 @@ mod tests {
         }
         .check()
         .unwrap_err();
-        assert!(error.to_string().starts_with("archive_dir"), "{error}");
+        assert!(error.to_string().starts_with("archive_location"), "{error}");
     }
 
     #[test]

@@ -28,7 +28,7 @@ impl DirArchive {
     pub(crate) fn new(path: &Path) -> Result<DirArchive, ArchiveError> {
         let root = std::path::absolute(path).map_err(|error| {
             ArchiveError::setting(
-                "archive_dir",
+                "archive_location",
                 format!("{} cannot be made absolute: {error}", path.display()),
             )
         })?;

@@ -414,17 +414,10 @@ fn archive_config(settings: &Settings) -> anyhow::Result<Option<ArchiveConfig>> 
     };
     match ArchiveConfig::from_location(location, Some(&access)) {
         Ok(config) => Ok(Some(config)),
-        Err(ArchiveError::Setting { setting, message }) => {
-            let setting = if setting == "archive_dir" {
-                "archive_location"
-            } else {
-                setting
-            };
-            bail!(
-                "{setting} (CERTFLEET_{}): {message}",
-                setting.to_ascii_uppercase()
-            )
-        }
+        Err(ArchiveError::Setting { setting, message }) => bail!(
+            "{setting} (CERTFLEET_{}): {message}",
+            setting.to_ascii_uppercase()
+        ),
         Err(other) => Err(other.into()),
     }
 }

@@ -140,18 +140,10 @@ pub async fn open_vault(config: &RoleConfig) -> anyhow::Result<Vault> {
             "no master key: set CERTFLEET_MASTER_KEY or CERTFLEET_MASTER_KEY_FILE (or vault_provider = aws-kms)"
         );
     };
-    let mut previous: Vec<std::sync::Arc<dyn certfleet_vault::KeyWrapper>> = Vec::new();
-    for path in &config.previous_master_key_files {
-        let key = certfleet_vault::LocalMasterKey::load_file(path)
+    let previous =
+        certfleet_vault::LocalMasterKey::load_previous(&config.previous_master_key_files)
             .await
-            .with_context(|| {
-                format!(
-                    "previous_master_key_files (CERTFLEET_PREVIOUS_MASTER_KEY_FILES) {}",
-                    path.display()
-                )
-            })?;
-        previous.push(std::sync::Arc::new(key));
-    }
+            .context("previous_master_key_files (CERTFLEET_PREVIOUS_MASTER_KEY_FILES)")?;
     Ok(crate::vault::open_vault_key(source)
         .await?
         .with_previous(previous))

@@ -92,6 +92,13 @@ impl Store {
         location: &str,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
+        let written = (
+            certificate_versions::backup_location.eq(Some(location)),
+            certificate_versions::backup_at.eq(Some(now_ms)),
+            certificate_versions::backup_error.eq(None::<String>),
+            certificate_versions::backup_attempts.eq(0),
+            certificate_versions::backup_next_at.eq(None::<i64>),
+        );
         let updated = with_conn!(self, |conn| {
             let target = certificate_versions::table
                 .filter(certificate_versions::id.eq(version_id))
@@ -99,25 +106,13 @@ impl Store {
             match revoked_at {
                 Some(at) => {
                     diesel::update(target.filter(certificate_versions::revoked_at.eq(at)))
-                        .set((
-                            certificate_versions::backup_location.eq(Some(location)),
-                            certificate_versions::backup_at.eq(Some(now_ms)),
-                            certificate_versions::backup_error.eq(None::<String>),
-                            certificate_versions::backup_attempts.eq(0),
-                            certificate_versions::backup_next_at.eq(None::<i64>),
-                        ))
+                        .set(written)
                         .execute(conn)
                         .await?
                 }
                 None => {
                     diesel::update(target.filter(certificate_versions::revoked_at.is_null()))
-                        .set((
-                            certificate_versions::backup_location.eq(Some(location)),
-                            certificate_versions::backup_at.eq(Some(now_ms)),
-                            certificate_versions::backup_error.eq(None::<String>),
-                            certificate_versions::backup_attempts.eq(0),
-                            certificate_versions::backup_next_at.eq(None::<i64>),
-                        ))
+                        .set(written)
                         .execute(conn)
                         .await?
                 }

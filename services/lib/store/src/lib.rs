@@ -36,6 +36,7 @@ pub use audit::AuditFilter;
 pub use backups::{BackupDue, BackupState};
 pub use certificates::{ListFilter, NewCertificateVersion, PageCursor};
 pub use models::*;
+pub use organizations::TokenOwner;
 pub use sealed::{SealedColumn, SealedRow};
 
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../../migrations/postgres");

@@ -7,6 +7,28 @@ use crate::models::{ApiToken, AuditEntry, Organization};
 use crate::schema::{api_tokens, audit_log, organizations};
 use crate::{Store, StoreError, transaction, with_conn};
 
+/// Whose API tokens: an organization's, or the platform tokens (no
+/// organization) of one role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenOwner<'a> {
+    Organization(&'a str),
+    Platform { role: &'a str },
+}
+
+/// `$query` (a boxed `api_tokens` query) narrowed to the tokens of `$owner`.
+macro_rules! owned_by {
+    ($query:expr, $owner:expr) => {
+        match $owner {
+            TokenOwner::Organization(organization_id) => {
+                $query.filter(api_tokens::organization_id.eq(organization_id))
+            }
+            TokenOwner::Platform { role } => $query
+                .filter(api_tokens::organization_id.is_null())
+                .filter(api_tokens::role.eq(role)),
+        }
+    };
+}
+
 impl Store {
     /// Creates an organization; a taken slug is [`StoreError::Conflict`].
     pub async fn create_organization(
@@ -129,14 +151,13 @@ impl Store {
         })
     }
 
-    /// The tokens of an organization, revoked and expired ones included, oldest first.
+    /// The tokens of `owner`, revoked and expired ones included, oldest first.
     pub async fn list_api_tokens(
         &self,
-        organization_id: &str,
+        owner: TokenOwner<'_>,
     ) -> Result<Vec<ApiToken>, StoreError> {
         with_conn!(self, |conn| {
-            Ok(api_tokens::table
-                .filter(api_tokens::organization_id.eq(organization_id))
+            Ok(owned_by!(api_tokens::table.into_boxed(), owner)
                 .order((api_tokens::created_at.asc(), api_tokens::id.asc()))
                 .select(ApiToken::as_select())
                 .load(conn)
@@ -144,20 +165,19 @@ impl Store {
         })
     }
 
-    /// Revokes a token of the organization and audits it; `None` when the
-    /// organization has no such token. A token revoked already is returned
-    /// unchanged (no second audit entry).
+    /// Revokes a token of `owner` and audits it; `None` when `owner` has no
+    /// such token. A token revoked already is returned unchanged (no second
+    /// audit entry).
     pub async fn revoke_api_token(
         &self,
-        organization_id: &str,
+        owner: TokenOwner<'_>,
         token_id: &str,
         now_ms: i64,
         audit: AuditEntry,
     ) -> Result<Option<ApiToken>, StoreError> {
         transaction!(self, |conn| {
-            let token = api_tokens::table
-                .find(token_id)
-                .filter(api_tokens::organization_id.eq(organization_id))
+            let token = owned_by!(api_tokens::table.into_boxed(), owner)
+                .filter(api_tokens::id.eq(token_id))
                 .select(ApiToken::as_select())
                 .first(conn)
                 .await
@@ -168,62 +188,8 @@ impl Store {
             if token.revoked_at.is_some() {
                 return Ok(Some(token));
             }
+            // Read in this transaction: the token is the owner's.
             diesel::update(api_tokens::table.find(token_id))
-                .filter(api_tokens::organization_id.eq(organization_id))
-                .filter(api_tokens::revoked_at.is_null())
-                .set(api_tokens::revoked_at.eq(now_ms))
-                .execute(conn)
-                .await?;
-            diesel::insert_into(audit_log::table)
-                .values(&audit)
-                .execute(conn)
-                .await?;
-            token.revoked_at = Some(now_ms);
-            Ok(Some(token))
-        })
-    }
-
-    /// The platform tokens (no organization) with this role, revoked and
-    /// expired ones included, oldest first.
-    pub async fn list_platform_api_tokens(&self, role: &str) -> Result<Vec<ApiToken>, StoreError> {
-        with_conn!(self, |conn| {
-            Ok(api_tokens::table
-                .filter(api_tokens::organization_id.is_null())
-                .filter(api_tokens::role.eq(role))
-                .order((api_tokens::created_at.asc(), api_tokens::id.asc()))
-                .select(ApiToken::as_select())
-                .load(conn)
-                .await?)
-        })
-    }
-
-    /// Revokes a platform token with this role and audits it; `None` when
-    /// there is no such token. Like [`Store::revoke_api_token`], a token
-    /// revoked already is returned unchanged.
-    pub async fn revoke_platform_api_token(
-        &self,
-        role: &str,
-        token_id: &str,
-        now_ms: i64,
-        audit: AuditEntry,
-    ) -> Result<Option<ApiToken>, StoreError> {
-        transaction!(self, |conn| {
-            let token = api_tokens::table
-                .find(token_id)
-                .filter(api_tokens::organization_id.is_null())
-                .filter(api_tokens::role.eq(role))
-                .select(ApiToken::as_select())
-                .first(conn)
-                .await
-                .optional()?;
-            let Some(mut token) = token else {
-                return Ok(None);
-            };
-            if token.revoked_at.is_some() {
-                return Ok(Some(token));
-            }
-            diesel::update(api_tokens::table.find(token_id))
-                .filter(api_tokens::organization_id.is_null())
                 .filter(api_tokens::revoked_at.is_null())
                 .set(api_tokens::revoked_at.eq(now_ms))
                 .execute(conn)

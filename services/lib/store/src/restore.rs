@@ -262,12 +262,13 @@ impl Store {
                     outcome.versions_existed.push(version.id.clone());
                     continue;
                 }
+                // Its copy is where it was restored from, as of now.
+                let restored = CertificateVersion {
+                    backup_at: Some(now_ms),
+                    ..version.clone()
+                };
                 diesel::insert_into(certificate_versions::table)
-                    .values(version)
-                    .execute(conn)
-                    .await?;
-                diesel::update(certificate_versions::table.find(&version.id))
-                    .set(certificate_versions::backup_at.eq(Some(now_ms)))
+                    .values(&restored)
                     .execute(conn)
                     .await?;
                 outcome.versions_inserted.push(version.id.clone());

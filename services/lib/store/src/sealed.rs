@@ -3,6 +3,7 @@
 //! wrapping key while the services keep running.
 
 use diesel::prelude::*;
+use diesel::sql_types::{Integer, Nullable};
 use diesel_async::RunQueryDsl;
 
 use crate::schema::{
@@ -46,6 +47,9 @@ impl SealedColumn {
     }
 }
 
+/// A row as selected: id, organization, resource, version, blob.
+type SealedTuple = (String, String, String, Option<i32>, Vec<u8>);
+
 /// One sealed blob and what its encryption context is made of.
 #[derive(Debug, Clone)]
 pub struct SealedRow {
@@ -70,39 +74,25 @@ impl Store {
         after: &str,
         limit: i64,
     ) -> Result<Vec<SealedRow>, StoreError> {
-        if column == SealedColumn::VersionKey {
-            let rows: Vec<(String, String, String, i32, Vec<u8>)> = with_conn!(self, |conn| {
-                certificate_versions::table
-                    .filter(certificate_versions::id.gt(after))
-                    .order(certificate_versions::id)
-                    .limit(limit)
-                    .select((
-                        certificate_versions::id,
-                        certificate_versions::organization_id,
-                        certificate_versions::certificate_id,
-                        certificate_versions::version,
-                        certificate_versions::key_sealed,
-                    ))
-                    .load(conn)
-                    .await?
-            });
-            return Ok(rows
-                .into_iter()
-                .map(
-                    |(id, organization_id, resource_id, version, blob)| SealedRow {
-                        column,
-                        id,
-                        organization_id,
-                        resource_id,
-                        version: Some(version),
-                        blob,
-                    },
-                )
-                .collect());
-        }
-        let rows: Vec<(String, String, String, Vec<u8>)> = with_conn!(self, |conn| {
+        // Only version keys have a version; the other columns select NULL.
+        let no_version = || diesel::dsl::sql::<Nullable<Integer>>("NULL");
+        let rows: Vec<SealedTuple> = with_conn!(self, |conn| {
             match column {
-                SealedColumn::VersionKey => Vec::new(),
+                SealedColumn::VersionKey => {
+                    certificate_versions::table
+                        .filter(certificate_versions::id.gt(after))
+                        .order(certificate_versions::id)
+                        .limit(limit)
+                        .select((
+                            certificate_versions::id,
+                            certificate_versions::organization_id,
+                            certificate_versions::certificate_id,
+                            certificate_versions::version.nullable(),
+                            certificate_versions::key_sealed,
+                        ))
+                        .load(conn)
+                        .await?
+                }
                 SealedColumn::PendingKey => {
                     certificates::table
                         .filter(certificates::id.gt(after))
@@ -113,6 +103,7 @@ impl Store {
                             certificates::id,
                             certificates::organization_id,
                             certificates::id,
+                            no_version(),
                             certificates::pending_key_sealed.assume_not_null(),
                         ))
                         .load(conn)
@@ -127,6 +118,7 @@ impl Store {
                             acme_accounts::id,
                             acme_accounts::organization_id,
                             acme_accounts::directory_url,
+                            no_version(),
                             acme_accounts::credentials_sealed,
                         ))
                         .load(conn)
@@ -142,6 +134,7 @@ impl Store {
                             dns_providers::id,
                             dns_providers::organization_id,
                             dns_providers::id,
+                            no_version(),
                             dns_providers::secrets_sealed.assume_not_null(),
                         ))
                         .load(conn)
@@ -156,6 +149,7 @@ impl Store {
                             eab_credentials::id,
                             eab_credentials::organization_id,
                             eab_credentials::directory_url,
+                            no_version(),
                             eab_credentials::hmac_sealed,
                         ))
                         .load(conn)
@@ -165,14 +159,16 @@ impl Store {
         });
         Ok(rows
             .into_iter()
-            .map(|(id, organization_id, resource_id, blob)| SealedRow {
-                column,
-                id,
-                organization_id,
-                resource_id,
-                version: None,
-                blob,
-            })
+            .map(
+                |(id, organization_id, resource_id, version, blob)| SealedRow {
+                    column,
+                    id,
+                    organization_id,
+                    resource_id,
+                    version,
+                    blob,
+                },
+            )
             .collect())
     }
 

@@ -76,6 +76,19 @@ impl LocalMasterKey {
         })
     }
 
+    /// Loads each key file, as the earlier keys of a vault during a key
+    /// rotation ([`crate::Vault::with_previous`]); the first that fails is the
+    /// error, naming its file.
+    pub async fn load_previous(
+        paths: &[PathBuf],
+    ) -> Result<Vec<std::sync::Arc<dyn KeyWrapper>>, VaultError> {
+        let mut keys: Vec<std::sync::Arc<dyn KeyWrapper>> = Vec::with_capacity(paths.len());
+        for path in paths {
+            keys.push(std::sync::Arc::new(Self::load_file(path).await?));
+        }
+        Ok(keys)
+    }
+
     /// Loads the key file, or creates it (mode 0600, atomically, never
     /// overwriting) when it does not exist; the flag says whether it was created.
     pub async fn load_or_generate(path: impl AsRef<Path>) -> Result<(Self, bool), VaultError> {

@@ -1,6 +1,6 @@
 //! Migrations, organizations and API tokens.
 
-use certfleet_store::{ApiToken, AuditEntry, Organization, Store, StoreError, new_id};
+use certfleet_store::{ApiToken, AuditEntry, Organization, Store, StoreError, TokenOwner, new_id};
 
 use crate::support::{NOW, SECOND, organization};
 
@@ -146,7 +146,9 @@ async fn listing_and_revoking_tokens(store: &Store) -> anyhow::Result<()> {
         .await?;
 
     // Only the organization's own tokens, oldest first, with their expiry.
-    let listed = store.list_api_tokens(&acme.id).await?;
+    let listed = store
+        .list_api_tokens(TokenOwner::Organization(&acme.id))
+        .await?;
     let ids: Vec<&str> = listed.iter().map(|token| token.id.as_str()).collect();
     assert_eq!(ids, [first.id.as_str(), second.id.as_str()]);
     assert_eq!(listed[0].expires_at, Some(NOW + 3600 * SECOND));
@@ -156,7 +158,12 @@ async fn listing_and_revoking_tokens(store: &Store) -> anyhow::Result<()> {
     let revoke_audit = || AuditEntry::new(Some(&acme.id), "admin", "token.revoke", None, NOW);
     for other in [&theirs.id, &admin.id, &new_id()] {
         let revoked = store
-            .revoke_api_token(&acme.id, other, NOW + 2 * SECOND, revoke_audit())
+            .revoke_api_token(
+                TokenOwner::Organization(&acme.id),
+                other,
+                NOW + 2 * SECOND,
+                revoke_audit(),
+            )
             .await?;
         assert!(revoked.is_none(), "{other}");
     }
@@ -164,14 +171,24 @@ async fn listing_and_revoking_tokens(store: &Store) -> anyhow::Result<()> {
     assert!(store.find_api_token(&admin.id).await?.is_some());
 
     let revoked = store
-        .revoke_api_token(&acme.id, &second.id, NOW + 2 * SECOND, revoke_audit())
+        .revoke_api_token(
+            TokenOwner::Organization(&acme.id),
+            &second.id,
+            NOW + 2 * SECOND,
+            revoke_audit(),
+        )
         .await?
         .ok_or_else(|| anyhow::anyhow!("second token not found for revocation"))?;
     assert_eq!(revoked.revoked_at, Some(NOW + 2 * SECOND));
     assert!(store.find_api_token(&second.id).await?.is_none());
     // Revoking again keeps the first revocation time and is audited once.
     let again = store
-        .revoke_api_token(&acme.id, &second.id, NOW + 9 * SECOND, revoke_audit())
+        .revoke_api_token(
+            TokenOwner::Organization(&acme.id),
+            &second.id,
+            NOW + 9 * SECOND,
+            revoke_audit(),
+        )
         .await?
         .ok_or_else(|| anyhow::anyhow!("revoked token not found the second time"))?;
     assert_eq!(again.revoked_at, Some(NOW + 2 * SECOND));
@@ -185,10 +202,17 @@ async fn listing_and_revoking_tokens(store: &Store) -> anyhow::Result<()> {
     assert_eq!(actions.len(), 1);
 
     // Revoked tokens stay listed, with the time of revocation.
-    let listed = store.list_api_tokens(&acme.id).await?;
+    let listed = store
+        .list_api_tokens(TokenOwner::Organization(&acme.id))
+        .await?;
     assert_eq!(listed.len(), 2);
     assert_eq!(listed[0].revoked_at, None);
     assert_eq!(listed[1].revoked_at, Some(NOW + 2 * SECOND));
-    assert!(store.list_api_tokens(&new_id()).await?.is_empty());
+    assert!(
+        store
+            .list_api_tokens(TokenOwner::Organization(&new_id()))
+            .await?
+            .is_empty()
+    );
     Ok(())
 }
