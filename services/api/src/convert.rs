@@ -175,6 +175,9 @@ pub fn certificate_to_proto(
         created_at: seconds(row.created_at),
         updated_at: seconds(row.updated_at),
         dns_provider_id: row.dns_provider_id.clone().unwrap_or_default(),
+        renew_reason: row.renew_reason.clone().unwrap_or_default(),
+        waiting_reason: row.waiting_reason.clone().unwrap_or_default(),
+        profile: row.profile.clone().unwrap_or_default(),
     }
 }
 
@@ -200,6 +203,9 @@ pub fn version_to_proto(version: &CertificateVersion) -> pb::CertificateVersion 
         backup_error: version.backup_error.clone().unwrap_or_default(),
         backup_attempts: u32::try_from(version.backup_attempts).unwrap_or(0),
         backup_next_at: optional_seconds(version.backup_next_at),
+        issuer: version.issuer.clone().unwrap_or_default(),
+        ari_window_start: optional_seconds(version.ari_start),
+        ari_window_end: optional_seconds(version.ari_end),
     }
 }
 

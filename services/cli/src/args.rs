@@ -198,6 +198,21 @@ pub struct ServerArgs {
     /// Extra PEM root to trust for the CA's HTTPS (a private or test CA), besides the system's roots.
     #[arg(long, env = "CERTFLEET_CA_ROOT")]
     pub ca_root: Option<PathBuf>,
+    /// A CA to try, in the order given, when the one before keeps failing for
+    /// reasons that are the CA's (unreachable, 5xx): NAME=URL, or one of
+    /// letsencrypt, letsencrypt-staging, zerossl, google, google-staging.
+    /// Repeat the flag (or separate with commas) for several.
+    #[arg(long, env = "CERTFLEET_FALLBACK_CA", value_delimiter = ',')]
+    pub fallback_ca: Vec<String>,
+    /// NAME=PATH: an extra PEM root to trust for a fallback CA's HTTPS.
+    #[arg(long, env = "CERTFLEET_FALLBACK_CA_ROOT", value_delimiter = ',')]
+    pub fallback_ca_root: Vec<String>,
+    /// Change a rate-limit budget, kept per CA: KIND=COUNT/WINDOW (window in
+    /// s, m, h or d) or KIND=off. Kinds and Let's Encrypt's defaults:
+    /// orders-per-account=300/3h, certificates-per-domain=50/7d,
+    /// certificates-per-name-set=5/7d, failed-authorizations-per-name=5/1h.
+    #[arg(long, env = "CERTFLEET_RATE_LIMIT", value_delimiter = ',')]
+    pub rate_limit: Vec<String>,
     #[command(flatten)]
     pub keys: crate::vault::VaultKeyArgs,
     #[command(flatten)]
@@ -308,6 +323,9 @@ impl ServerArgs {
                 .ca_directory
                 .unwrap_or_else(|| default_directory.to_owned()),
             ca_root: self.ca_root,
+            fallback_cas: self.fallback_ca,
+            fallback_ca_roots: self.fallback_ca_root,
+            rate_limits: self.rate_limit,
             scheduler_interval: Duration::from_secs(self.scheduler_interval.max(1)),
             issuer_concurrency: self.issuer_concurrency.max(1),
             dns: dns_settings(

@@ -563,6 +563,9 @@ fn certificate_row(copy: &VersionCopy) -> Certificate {
         deleted_at: None,
         created_at: meta.created_at,
         updated_at: meta.created_at,
+        renew_reason: None,
+        waiting_reason: None,
+        ari_next_at: None,
     }
 }
 
@@ -591,6 +594,7 @@ fn version_row(copy: &VersionCopy, location: &str) -> CertificateVersion {
         backup_error: None,
         backup_attempts: 0,
         backup_next_at: None,
+        issuer: meta.issuer.clone(),
         created_at: meta.created_at,
     }
 }
@@ -658,6 +662,7 @@ mod tests {
             backup_error: None,
             backup_attempts: 0,
             backup_next_at: None,
+            issuer: None,
             created_at: 0,
         };
         let mut row = VersionToVerify {

@@ -51,6 +51,12 @@ pub struct EmbeddedConfig {
     pub self_check_timeout: Duration,
     pub ca_directory: String,
     pub ca_root: Option<PathBuf>,
+    /// CAs tried in order after the default one when it keeps failing
+    /// (`NAME=URL` or a well-known name), and the roots some need (`NAME=PATH`).
+    pub fallback_cas: Vec<String>,
+    pub fallback_ca_roots: Vec<String>,
+    /// Rate-limit budgets changed from Let's Encrypt's (`KIND=COUNT/WINDOW`).
+    pub rate_limits: Vec<String>,
     pub scheduler_interval: Duration,
     pub issuer_concurrency: usize,
     /// DNS-01: resolver, propagation limits and the allowed exec programs.
@@ -157,16 +163,22 @@ pub async fn start(config: EmbeddedConfig, clock: Arc<dyn Clock>) -> anyhow::Res
     let jobs = Box::new(InProcessJobs::new(&bus, jobs));
     let relay = OutboxRelay::new(store.clone(), Arc::new(bus.clone()), Duration::from_secs(1))
         .with_owner(owner.clone());
-    let acme = AcmeConfig {
-        ca_root: config.ca_root.clone(),
+    let mut acme = AcmeConfig {
         self_check: SelfCheckConfig {
             enabled: config.self_check,
             connect_addr: config.self_check_addr,
             timeout: config.self_check_timeout,
         },
         dns: config.dns.clone(),
-        ..AcmeConfig::new(config.ca_directory.clone())
+        ..AcmeConfig::new(config.ca_directory.clone()).with_ca_root(config.ca_root.clone())
     };
+    acme.configure_issuers(
+        &config.fallback_cas,
+        &config.fallback_ca_roots,
+        &config.rate_limits,
+        ["--fallback-ca", "--fallback-ca-root", "--rate-limit"],
+    )
+    .map_err(anyhow::Error::msg)?;
     let issuer = Issuer::new(
         store.clone(),
         vault.clone(),
@@ -226,6 +238,14 @@ pub async fn start(config: EmbeddedConfig, clock: Arc<dyn Clock>) -> anyhow::Res
     let (stop, stopping) = watch::channel(false);
     let mut tasks = JoinSet::new();
     tasks.spawn(relay.run());
+    let mut stop_renewal_info = stopping.clone();
+    tasks.spawn(
+        issuer
+            .clone()
+            .run_renewal_info_until(config.scheduler_interval, async move {
+                let _ = stop_renewal_info.wait_for(|stopped| *stopped).await;
+            }),
+    );
     tasks.spawn(IssuerPool::run(issuer, jobs, config.issuer_concurrency));
     tasks.spawn(scheduler.run());
     if let Some(backups) = backups {

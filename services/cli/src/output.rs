@@ -83,6 +83,9 @@ fn version_json(version: &CertificateVersion) -> Value {
         "backup_error": version.backup_error,
         "backup_attempts": version.backup_attempts,
         "backup_next_at": timestamp(version.backup_next_at),
+        "issuer": version.issuer,
+        "ari_window_start": timestamp(version.ari_window_start),
+        "ari_window_end": timestamp(version.ari_window_end),
     })
 }
 
@@ -98,6 +101,9 @@ pub(crate) fn certificate_json(certificate: &Certificate) -> Value {
         "status": status_name(certificate.status),
         "auto_renew": certificate.auto_renew,
         "renew_at": timestamp(certificate.renew_at),
+        "renew_reason": certificate.renew_reason,
+        "waiting_reason": certificate.waiting_reason,
+        "profile": certificate.profile,
         "next_attempt_at": timestamp(certificate.next_attempt_at),
         "attempts": certificate.attempts,
         "last_error": certificate.last_error,
@@ -138,6 +144,16 @@ pub(crate) fn certificate_details(certificate: &Certificate) -> String {
         lines.push(format!("not before:  {}", timestamp(version.not_before)));
         lines.push(format!("expires:     {}", timestamp(version.not_after)));
         lines.push(format!("sha256:      {}", version.fingerprint_sha256));
+        if !version.issuer.is_empty() {
+            lines.push(format!("issued by:   {}", version.issuer));
+        }
+        if version.ari_window_start != 0 {
+            lines.push(format!(
+                "ari window:  {} to {}",
+                timestamp(version.ari_window_start),
+                timestamp(version.ari_window_end)
+            ));
+        }
         if version.revoked_at != 0 {
             lines.push(format!("revoked at:  {}", timestamp(version.revoked_at)));
         }
@@ -145,13 +161,26 @@ pub(crate) fn certificate_details(certificate: &Certificate) -> String {
     }
     if certificate.renew_at != 0 && certificate.auto_renew {
         lines.push(format!("renews at:   {}", timestamp(certificate.renew_at)));
+        if !certificate.renew_reason.is_empty() {
+            lines.push(format!("renews why:  {}", certificate.renew_reason));
+        }
+    }
+    if !certificate.waiting_reason.is_empty() {
+        lines.push(format!("waiting:     {}", certificate.waiting_reason));
+        lines.push(format!(
+            "next try:    {}",
+            timestamp(certificate.next_attempt_at)
+        ));
     }
     if certificate.attempts != 0 {
         lines.push(format!("attempts:    {}", certificate.attempts));
     }
     // A new certificate carries a next attempt too (the scheduler's safety net
     // for a lost job); it only means something once an attempt failed.
-    if certificate.next_attempt_at != 0 && certificate.attempts != 0 {
+    if certificate.next_attempt_at != 0
+        && certificate.attempts != 0
+        && certificate.waiting_reason.is_empty()
+    {
         lines.push(format!(
             "next try:    {}",
             timestamp(certificate.next_attempt_at)

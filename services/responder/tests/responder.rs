@@ -86,6 +86,9 @@ async fn answers_pending_tokens_only() {
         deleted_at: None,
         created_at: 0,
         updated_at: 0,
+        renew_reason: None,
+        waiting_reason: None,
+        ari_next_at: None,
     };
     store
         .create_certificate(certificate, Effects::default())

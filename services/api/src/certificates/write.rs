@@ -65,6 +65,9 @@ impl CertificateApi {
             deleted_at: None,
             created_at: now,
             updated_at: now,
+            renew_reason: None,
+            waiting_reason: None,
+            ari_next_at: None,
         };
         let mut audit = AuditEntry::new(
             Some(organization_id),

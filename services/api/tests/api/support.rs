@@ -251,6 +251,7 @@ impl TestApp {
             key_sealed,
             key_type: "ecdsa-p256".to_owned(),
             order_url: "https://ca.test/order/1".to_owned(),
+            issuer: None,
         };
         let effects = Effects {
             outbox: Vec::new(),
@@ -268,7 +269,7 @@ impl TestApp {
                 certificate_id,
                 owner,
                 version,
-                now + 60 * 86_400_000,
+                certfleet_store::RenewalPlan::at(now + 60 * 86_400_000, "lifetime rule"),
                 now,
                 effects,
             )

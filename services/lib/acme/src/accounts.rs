@@ -23,17 +23,20 @@ use tokio::sync::Mutex;
 use zeroize::Zeroizing;
 
 use crate::orders_list::RawAccount;
-use crate::{AcmeConfig, AcmeError};
+use crate::{AcmeConfig, AcmeError, CaSettings};
 
-/// Loaded accounts by organization id, so each order does not re-read the
-/// directory and re-open the credentials.
+/// (organization id, CA directory URL).
+type AccountKey = (String, String);
+
+/// Loaded accounts by organization id and CA directory, so each order does
+/// not re-read the directory and re-open the credentials.
 #[derive(Clone)]
 pub struct AccountCache {
     store: Store,
     vault: Vault,
     config: Arc<AcmeConfig>,
     clock: Arc<dyn Clock>,
-    accounts: Arc<Mutex<HashMap<String, Arc<Account>>>>,
+    accounts: Arc<Mutex<HashMap<AccountKey, Arc<Account>>>>,
 }
 
 impl std::fmt::Debug for AccountCache {
@@ -96,32 +99,44 @@ impl AccountCache {
         }
     }
 
-    /// The organization's account at the configured CA, registered if needed.
-    pub async fn get(&self, organization_id: &str) -> Result<Arc<Account>, AcmeError> {
+    /// The organization's account at `ca`, registered if needed.
+    pub async fn get(
+        &self,
+        organization_id: &str,
+        ca: &CaSettings,
+    ) -> Result<Arc<Account>, AcmeError> {
+        let key = (organization_id.to_owned(), ca.directory_url.clone());
         let mut accounts = self.accounts.lock().await;
-        if let Some(account) = accounts.get(organization_id) {
+        if let Some(account) = accounts.get(&key) {
             return Ok(account.clone());
         }
-        let account = Arc::new(self.load_or_register(organization_id).await?);
-        accounts.insert(organization_id.to_owned(), account.clone());
+        let account = Arc::new(self.load_or_register(organization_id, ca).await?);
+        accounts.insert(key, account.clone());
         Ok(account)
     }
 
     /// Drops the organization's account everywhere, because the CA no longer
     /// knows it (a CA reset its data); the next call registers a new one.
-    pub async fn reset(&self, organization_id: &str) -> Result<(), AcmeError> {
-        self.accounts.lock().await.remove(organization_id);
+    pub async fn reset(&self, organization_id: &str, ca: &CaSettings) -> Result<(), AcmeError> {
+        self.accounts
+            .lock()
+            .await
+            .remove(&(organization_id.to_owned(), ca.directory_url.clone()));
         self.store
-            .delete_acme_account(organization_id, &self.config.directory_url)
+            .delete_acme_account(organization_id, &ca.directory_url)
             .await?;
-        tracing::warn!(organization_id, directory = %self.config.directory_url, "the CA does not know the stored ACME account; registering a new one");
+        tracing::warn!(organization_id, directory = %ca.directory_url, "the CA does not know the stored ACME account; registering a new one");
         Ok(())
     }
 
     /// The organization's account for requests instant-acme does not make (the
     /// orders list); `Err` in plain words when it cannot be had.
-    pub(crate) async fn raw(&self, organization_id: &str) -> Result<RawAccount, String> {
-        let directory_url = &self.config.directory_url;
+    pub(crate) async fn raw(
+        &self,
+        organization_id: &str,
+        ca: &CaSettings,
+    ) -> Result<RawAccount, String> {
+        let directory_url = &ca.directory_url;
         let stored = self
             .store
             .find_acme_account(organization_id, directory_url)
@@ -135,7 +150,7 @@ impl AccountCache {
             .await
             .map_err(|error| error.to_string())?;
         let client = HyperClient::builder(TokioExecutor::new())
-            .build(self.connector().map_err(|error| error.to_string())?);
+            .build(self.connector(ca).map_err(|error| error.to_string())?);
         RawAccount::from_credentials(
             client,
             &credentials_json,
@@ -144,16 +159,18 @@ impl AccountCache {
         )
     }
 
-    fn builder(&self) -> Result<AccountBuilder, AcmeError> {
+    fn builder(&self, ca: &CaSettings) -> Result<AccountBuilder, AcmeError> {
         let client = HyperClient::builder(TokioExecutor::new())
-            .build::<_, BodyWrapper<Bytes>>(self.connector()?);
-        Ok(Account::builder_with_http(Box::new(client)))
+            .build::<_, BodyWrapper<Bytes>>(self.connector(ca)?);
+        Ok(Account::builder_with_http(Box::new(RetryAfterNoted(
+            client,
+        ))))
     }
 
     /// The accounts' HTTPS connector: TCP_NODELAY (without it every POST to the
     /// CA waits for a delayed ACK, tens of milliseconds), a connect timeout, and
     /// the platform's roots, plus the configured CA root if there is one.
-    fn connector(&self) -> Result<HttpsConnector<HttpConnector>, AcmeError> {
+    fn connector(&self, ca: &CaSettings) -> Result<HttpsConnector<HttpConnector>, AcmeError> {
         let connector_error = |message: String| AcmeError::Connection {
             context: "preparing the HTTPS client",
             message,
@@ -162,7 +179,7 @@ impl AccountCache {
         http.set_nodelay(true);
         http.enforce_http(false);
         http.set_connect_timeout(Some(self.config.request_timeout));
-        let tls = match &self.config.ca_root {
+        let tls = match &ca.ca_root {
             // The platform's roots plus the configured one (a private or test CA).
             Some(path) => {
                 let root_error =
@@ -203,15 +220,19 @@ impl AccountCache {
             .wrap_connector(http))
     }
 
-    async fn load_or_register(&self, organization_id: &str) -> Result<Account, AcmeError> {
-        let directory_url = &self.config.directory_url;
+    async fn load_or_register(
+        &self,
+        organization_id: &str,
+        ca: &CaSettings,
+    ) -> Result<Account, AcmeError> {
+        let directory_url = &ca.directory_url;
         let context = EncryptionContext::acme_account(organization_id, directory_url);
         if let Some(stored) = self
             .store
             .find_acme_account(organization_id, directory_url)
             .await?
         {
-            return self.restore(&context, &stored).await;
+            return self.restore(&context, &stored, ca).await;
         }
         let organization = self
             .store
@@ -230,7 +251,7 @@ impl AccountCache {
         let (account, credentials) = acme_call!(
             "registering the ACME account",
             self.config.request_timeout,
-            self.builder()?.create(
+            self.builder(ca)?.create(
                 &new_account,
                 directory_url.clone(),
                 binding.as_ref().map(|(_, key)| key)
@@ -265,7 +286,7 @@ impl AccountCache {
             Ok(account)
         } else {
             // Another worker registered first; use theirs so there is one account.
-            self.restore(&context, &stored).await
+            self.restore(&context, &stored, ca).await
         }
     }
 
@@ -293,11 +314,12 @@ impl AccountCache {
         &self,
         context: &EncryptionContext,
         stored: &AcmeAccount,
+        ca: &CaSettings,
     ) -> Result<Account, AcmeError> {
         let credentials_json = self.vault.open(context, &stored.credentials_sealed).await?;
         let credentials: AccountCredentials = serde_json::from_slice(&credentials_json)
             .map_err(|error| AcmeError::Key(format!("stored account credentials: {error}")))?;
-        let builder = self.builder()?;
+        let builder = self.builder(ca)?;
         timed(
             "loading the ACME account",
             self.config.request_timeout,
@@ -305,6 +327,89 @@ impl AccountCache {
         )
         .await
     }
+}
+
+/// The HTTP client of accounts: the hyper client, with one change. instant-acme
+/// drops the `Retry-After` header of an error answer, so when the CA sends
+/// one (a `rateLimited` problem, say) it is appended to the problem's
+/// `detail` as "retry after RFC3339", the words Let's Encrypt uses, where
+/// [`AcmeError::retry_after_ms`] reads it.
+struct RetryAfterNoted<C>(C);
+
+impl<C: instant_acme::HttpClient> instant_acme::HttpClient for RetryAfterNoted<C> {
+    fn request(
+        &self,
+        request: http::Request<BodyWrapper<Bytes>>,
+    ) -> std::pin::Pin<
+        Box<dyn Future<Output = Result<instant_acme::BytesResponse, instant_acme::Error>> + Send>,
+    > {
+        let call = self.0.request(request);
+        Box::pin(async move {
+            let mut response = call.await?;
+            let status = response.parts.status;
+            if status.is_success() || status.is_redirection() {
+                return Ok(response);
+            }
+            let Some(retry_at) = response
+                .parts
+                .headers
+                .get(http::header::RETRY_AFTER)
+                .and_then(|value| value.to_str().ok())
+                .and_then(parse_retry_after)
+            else {
+                return Ok(response);
+            };
+            let body = response
+                .body
+                .into_bytes()
+                .await
+                .map_err(instant_acme::Error::Other)?;
+            let body = note_retry_after(&body, retry_at).unwrap_or(body);
+            let parts = response.parts;
+            Ok(instant_acme::BytesResponse::from(
+                http::Response::from_parts(parts, http_body_util::Full::new(body)),
+            ))
+        })
+    }
+}
+
+/// A `Retry-After` value (seconds or an HTTP date) as Unix seconds.
+fn parse_retry_after(value: &str) -> Option<i64> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<i64>() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?
+            .as_secs();
+        return i64::try_from(now).ok()?.checked_add(seconds);
+    }
+    let format = time::format_description::well_known::Rfc2822;
+    time::OffsetDateTime::parse(&value.replace("GMT", "+0000"), &format)
+        .ok()
+        .map(time::OffsetDateTime::unix_timestamp)
+}
+
+/// The problem document `body` with "; retry after RFC3339" added to its
+/// detail; `None` when it is not a JSON object.
+fn note_retry_after(body: &[u8], retry_at_unix: i64) -> Option<Bytes> {
+    let mut problem: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let when = time::OffsetDateTime::from_unix_timestamp(retry_at_unix)
+        .ok()?
+        .format(&time::format_description::well_known::Rfc3339)
+        .ok()?;
+    let object = problem.as_object_mut()?;
+    let detail = object
+        .get("detail")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let noted = if detail.is_empty() {
+        format!("retry after {when}")
+    } else {
+        format!("{detail}; retry after {when}")
+    };
+    object.insert("detail".to_owned(), serde_json::Value::from(noted));
+    serde_json::to_vec(&problem).ok().map(Bytes::from)
 }
 
 /// A refused registration in words that say what to do, when the refusal is

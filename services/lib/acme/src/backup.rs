@@ -185,6 +185,7 @@ pub fn version_copy(item: BackupDue) -> VersionCopy {
             created_at: version.created_at,
             revoked_at: version.revoked_at,
             revocation_reason: version.revocation_reason,
+            issuer: version.issuer,
         },
         leaf_pem: version.leaf_pem,
         chain_pem: version.chain_pem,

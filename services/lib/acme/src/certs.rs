@@ -99,6 +99,34 @@ pub fn parse_chain(chain: &str) -> Result<ParsedCertificate, AcmeError> {
     Ok(parsed)
 }
 
+/// The RFC 9773 identifier of the leaf in `leaf_pem`: its authority key
+/// identifier and serial number. `None` when it has no authority key
+/// identifier or cannot be read.
+pub(crate) fn ari_certificate_id(
+    leaf_pem: &str,
+) -> Option<instant_acme::CertificateIdentifier<'static>> {
+    let pem = x509_parser::pem::Pem::iter_from_buffer(leaf_pem.as_bytes())
+        .next()?
+        .ok()?;
+    let (_, certificate) = X509Certificate::from_der(&pem.contents).ok()?;
+    let key_identifier = certificate.extensions().iter().find_map(|extension| {
+        match extension.parsed_extension() {
+            x509_parser::extensions::ParsedExtension::AuthorityKeyIdentifier(aki) => {
+                aki.key_identifier.as_ref().map(|id| id.0.to_vec())
+            }
+            _ => None,
+        }
+    })?;
+    let serial = certificate.tbs_certificate.raw_serial().to_vec();
+    Some(
+        instant_acme::CertificateIdentifier::new(
+            rustls_pki_types::Der::from(key_identifier.as_slice()),
+            rustls_pki_types::Der::from(serial.as_slice()),
+        )
+        .into_owned(),
+    )
+}
+
 fn to_pem(der: &[u8]) -> String {
     use base64::Engine as _;
     let encoded = base64::engine::general_purpose::STANDARD.encode(der);

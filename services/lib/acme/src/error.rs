@@ -65,6 +65,25 @@ pub enum AcmeError {
     /// settings no longer pass the checks).
     #[error("dns-01: {0}")]
     DnsProvider(String),
+    /// The work waits until `until_ms` without counting as a failure: a
+    /// rate-limit budget is spent, or the CA answered `rateLimited`.
+    #[error("{reason}")]
+    Deferred { reason: String, until_ms: i64 },
+    /// The CA that issued a version is not configured any more.
+    #[error(
+        "the CA {0} that issued this certificate is no longer configured; add it back (--fallback-ca {0}=URL) to act on the certificate"
+    )]
+    IssuerGone(String),
+    /// The certificate asks for an ACME profile the CA does not offer.
+    #[error(
+        "the certificate asks for the ACME profile {profile:?}, which {issuer} does not offer (offered: {})",
+        if offered.is_empty() { "none" } else { offered.as_str() }
+    )]
+    ProfileUnavailable {
+        profile: String,
+        issuer: String,
+        offered: String,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("key vault: {0}")]
@@ -128,6 +147,7 @@ impl AcmeError {
             AcmeError::Dns(error) => error.is_transient(),
             AcmeError::Connection { .. }
             | AcmeError::Timeout { .. }
+            | AcmeError::Deferred { .. }
             | AcmeError::SelfCheck { .. }
             | AcmeError::Store(_)
             | AcmeError::Vault(_) => true,
@@ -139,6 +159,8 @@ impl AcmeError {
             | AcmeError::DnsProvider(_)
             | AcmeError::OrganizationGone(_)
             | AcmeError::EabRequired { .. }
+            | AcmeError::ProfileUnavailable { .. }
+            | AcmeError::IssuerGone(_)
             | AcmeError::EabRefused { .. } => false,
         }
     }
@@ -153,6 +175,46 @@ impl AcmeError {
                 self,
                 AcmeError::Connection { .. } | AcmeError::Timeout { .. }
             )
+    }
+
+    /// Whether the CA itself is failing (unreachable, timing out, answering
+    /// 5xx or `serverInternal`), not the request or the domain: the case for
+    /// trying the next configured CA.
+    pub fn is_ca_outage(&self) -> bool {
+        match self {
+            AcmeError::Connection { .. } | AcmeError::Timeout { .. } => true,
+            AcmeError::Problem { problem, .. } => {
+                self.problem_type() == Some("serverInternal")
+                    || problem.status.is_some_and(|status| status >= 500)
+            }
+            _ => false,
+        }
+    }
+
+    /// When the CA asked to be asked again, as Unix milliseconds: the
+    /// "retry after TIME" of a problem's detail (Let's Encrypt's words, and
+    /// where the client notes a `Retry-After` header). RFC 3339 or Let's
+    /// Encrypt's `2006-01-02 15:04:05 UTC`.
+    pub fn retry_after_ms(&self) -> Option<i64> {
+        let AcmeError::Problem { problem, .. } = self else {
+            return None;
+        };
+        let detail = problem.detail.as_deref()?;
+        let at = detail.rfind("retry after ")? + "retry after ".len();
+        let rest = &detail[at..];
+        let rfc3339 = time::format_description::well_known::Rfc3339;
+        let end = rest
+            .find(|c: char| c.is_whitespace() || c == ';' || c == ',')
+            .unwrap_or(rest.len());
+        if let Ok(when) = time::OffsetDateTime::parse(rest[..end].trim_end_matches('.'), &rfc3339) {
+            return Some(when.unix_timestamp().saturating_mul(1000));
+        }
+        // `2006-01-02 15:04:05 UTC`
+        let candidate = rest.get(..23)?;
+        let format =
+            time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
+        let when = time::PrimitiveDateTime::parse(candidate, &format).ok()?;
+        Some(when.assume_utc().unix_timestamp().saturating_mul(1000))
     }
 
     /// Whether this failure ends the work after `attempts` failed attempts.
@@ -254,6 +316,52 @@ mod tests {
                 .to_string()
                 .contains("key id kid-1 for https://ca/dir")
         );
+    }
+
+    fn detailed(kind: &str, detail: &str, status: u16) -> AcmeError {
+        let problem = Problem {
+            r#type: Some(format!("urn:ietf:params:acme:error:{kind}")),
+            detail: Some(detail.to_owned()),
+            status: Some(status),
+            subproblems: Vec::new(),
+        };
+        AcmeError::Problem {
+            context: "placing the order",
+            problem,
+        }
+    }
+
+    #[test]
+    fn the_cas_retry_time_is_read_from_the_detail() {
+        let noted = detailed(
+            "rateLimited",
+            "too many; retry after 2026-12-07T21:00:00Z",
+            429,
+        );
+        assert_eq!(noted.retry_after_ms(), Some(1_796_677_200_000));
+        let letsencrypt = detailed(
+            "rateLimited",
+            "too many certificates (5) already issued for this exact set of identifiers in the last 168h0m0s, retry after 2026-12-07 21:00:00 UTC: see https://letsencrypt.org/docs/rate-limits/",
+            429,
+        );
+        assert_eq!(letsencrypt.retry_after_ms(), Some(1_796_677_200_000));
+        assert_eq!(
+            detailed("rateLimited", "slow down", 429).retry_after_ms(),
+            None
+        );
+    }
+
+    #[test]
+    fn ca_outages_are_told_from_refusals() {
+        assert!(detailed("serverInternal", "oops", 500).is_ca_outage());
+        assert!(detailed("unknown", "bad gateway", 502).is_ca_outage());
+        assert!(!detailed("rateLimited", "slow down", 429).is_ca_outage());
+        assert!(!detailed("rejectedIdentifier", "no", 400).is_ca_outage());
+        let down = AcmeError::Connection {
+            context: "loading the directory",
+            message: "connection refused".to_owned(),
+        };
+        assert!(down.is_ca_outage());
     }
 
     #[test]

@@ -15,7 +15,10 @@ mod selfcheck;
 pub use accounts::AccountCache;
 pub use backup::{BackupPass, BackupWorker, retry_delay, version_copy};
 pub use certs::{ParsedCertificate, generate_key, parse_chain};
-pub use config::{AcmeConfig, SelfCheckConfig};
+pub use config::{
+    AcmeConfig, Budget, CaSettings, DEFAULT_ISSUER, RateLimits, SelfCheckConfig,
+    WELL_KNOWN_ISSUERS, issuer_name_for,
+};
 pub use error::AcmeError;
 pub use issuer::{Issuer, IssuerPool};
 pub use scheduler::{Scheduler, SchedulerConfig, queue_renewal};

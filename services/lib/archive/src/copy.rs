@@ -55,6 +55,10 @@ pub struct VersionMeta {
     pub created_at: i64,
     pub revoked_at: Option<i64>,
     pub revocation_reason: Option<String>,
+    /// The configured name of the CA that issued it (absent in copies
+    /// written before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
 }
 
 /// Everything stored for one version. The private key is only ever the
@@ -306,6 +310,7 @@ pub(crate) mod tests {
                 created_at: 1_700_000_000_002,
                 revoked_at: None,
                 revocation_reason: None,
+                issuer: None,
             },
             leaf_pem: "-----BEGIN CERTIFICATE-----\nLEAF\n-----END CERTIFICATE-----".to_owned(),
             chain_pem: "-----BEGIN CERTIFICATE-----\nCA\n-----END CERTIFICATE-----\n".to_owned(),

@@ -7,8 +7,8 @@ pub mod types;
 pub mod validate;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use names::{DomainName, IdentifierSet, InputError, NameError};
-pub use renewal::{renew_at, retry_backoff_ms};
+pub use names::{DomainName, IdentifierSet, InputError, NameError, registered_domain};
+pub use renewal::{ari_renew_at, renew_at, retry_backoff_ms};
 pub use types::{
     CertificateStatus, ChallengeStatus, ChallengeType, KeyType, RevocationReason, Role,
 };

@@ -4,6 +4,6 @@ mod domain;
 mod identifiers;
 mod input_error;
 
-pub use domain::{DomainName, NameError};
+pub use domain::{DomainName, NameError, registered_domain};
 pub use identifiers::IdentifierSet;
 pub use input_error::InputError;

@@ -24,6 +24,22 @@ pub fn renew_at(not_before_ms: i64, not_after_ms: i64, renew_before_expiry_ms: O
     at.max(not_before_ms)
 }
 
+/// The renewal time inside a CA's suggested window (RFC 9773 section 4.2):
+/// the point `fraction` (0 to 1, chosen at random by the caller) of the way
+/// from `start` to `end`; `now_ms` when the window has already begun to pass
+/// that point, so a window in the past means at once.
+pub fn ari_renew_at(start_ms: i64, end_ms: i64, fraction: f64, now_ms: i64) -> i64 {
+    let span = end_ms.saturating_sub(start_ms).max(0);
+    let fraction = if fraction.is_finite() {
+        fraction.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let offset = (span as f64 * fraction) as i64;
+    let at = start_ms.saturating_add(offset);
+    if end_ms <= now_ms { now_ms } else { at }
+}
+
 /// Delay before the next attempt after `attempts` failures (1-based):
 /// 1 min, 10 min, 100 min, then daily.
 pub fn retry_backoff_ms(attempts: u32) -> i64 {
@@ -40,6 +56,20 @@ mod tests {
     use super::*;
 
     const T0: i64 = 1_700_000_000_000;
+
+    #[test]
+    fn ari_time_is_inside_the_window_or_now_when_it_passed() {
+        let (start, end) = (T0 + DAY_MS, T0 + 2 * DAY_MS);
+        assert_eq!(ari_renew_at(start, end, 0.0, T0), start);
+        assert_eq!(ari_renew_at(start, end, 1.0, T0), end);
+        assert_eq!(ari_renew_at(start, end, 0.5, T0), start + DAY_MS / 2);
+        assert_eq!(ari_renew_at(start, end, 7.0, T0), end);
+        assert_eq!(ari_renew_at(start, end, f64::NAN, T0), start);
+        // The whole window is in the past: renew now.
+        assert_eq!(ari_renew_at(T0 - 2 * DAY_MS, T0 - DAY_MS, 0.5, T0), T0);
+        // Started but not ended: a point in it (possibly already past, so due).
+        assert!(ari_renew_at(T0 - DAY_MS, T0 + DAY_MS, 0.25, T0) < T0);
+    }
 
     #[test]
     fn ninety_day_certificate_renews_30_days_before_expiry() {

@@ -96,6 +96,20 @@ pub struct CaArgs {
     /// Extra PEM root to trust for the CA's HTTPS (a private or test CA).
     #[arg(long, env = "CERTFLEET_CA_ROOT")]
     pub ca_root: Option<PathBuf>,
+    /// A CA to try, in the order given, when the one before keeps failing for
+    /// reasons that are the CA's (unreachable, 5xx): NAME=URL, or one of
+    /// letsencrypt, letsencrypt-staging, zerossl, google, google-staging.
+    #[arg(long, env = "CERTFLEET_FALLBACK_CA", value_delimiter = ',')]
+    pub fallback_ca: Vec<String>,
+    /// NAME=PATH: an extra PEM root to trust for a fallback CA's HTTPS.
+    #[arg(long, env = "CERTFLEET_FALLBACK_CA_ROOT", value_delimiter = ',')]
+    pub fallback_ca_root: Vec<String>,
+    /// Change a rate-limit budget, kept per CA in the database for all
+    /// issuers: KIND=COUNT/WINDOW (s, m, h, d) or KIND=off. Defaults (Let's
+    /// Encrypt's): orders-per-account=300/3h, certificates-per-domain=50/7d,
+    /// certificates-per-name-set=5/7d, failed-authorizations-per-name=5/1h.
+    #[arg(long, env = "CERTFLEET_RATE_LIMIT", value_delimiter = ',')]
+    pub rate_limit: Vec<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -292,6 +306,10 @@ impl CaArgs {
     fn apply(&self, settings: &mut Settings) {
         settings.ca_directory = self.ca_directory.clone();
         settings.ca_root = self.ca_root.clone();
+        let list = |values: &Vec<String>| (!values.is_empty()).then(|| values.clone());
+        settings.fallback_cas = list(&self.fallback_ca);
+        settings.fallback_ca_roots = list(&self.fallback_ca_root);
+        settings.rate_limits = list(&self.rate_limit);
     }
 }
 

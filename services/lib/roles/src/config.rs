@@ -76,6 +76,12 @@ pub struct Settings {
     pub kms_session_token: Option<String>,
     pub ca_directory: Option<String>,
     pub ca_root: Option<PathBuf>,
+    /// CAs tried in order after the default one (`NAME=URL` or a well-known name).
+    pub fallback_cas: Option<Vec<String>>,
+    /// `NAME=PATH`: extra roots of fallback CAs.
+    pub fallback_ca_roots: Option<Vec<String>>,
+    /// `KIND=COUNT/WINDOW`: rate-limit budgets changed from Let's Encrypt's.
+    pub rate_limits: Option<Vec<String>>,
     pub grpc_listen: Option<SocketAddr>,
     pub grpc_tls_cert: Option<PathBuf>,
     pub grpc_tls_key: Option<PathBuf>,
@@ -136,6 +142,9 @@ impl Settings {
             kms_session_token,
             ca_directory,
             ca_root,
+            fallback_cas,
+            fallback_ca_roots,
+            rate_limits,
             grpc_listen,
             grpc_tls_cert,
             grpc_tls_key,
@@ -188,6 +197,9 @@ pub struct RoleConfig {
     pub previous_master_key_files: Vec<PathBuf>,
     pub ca_directory: String,
     pub ca_root: Option<PathBuf>,
+    pub fallback_cas: Vec<String>,
+    pub fallback_ca_roots: Vec<String>,
+    pub rate_limits: Vec<String>,
     pub grpc_listen: SocketAddr,
     pub grpc_tls: Option<(PathBuf, PathBuf)>,
     /// PEM CA certificates of the clients; set only with `grpc_tls`.
@@ -353,6 +365,9 @@ impl RoleConfig {
             previous_master_key_files: settings.previous_master_key_files.unwrap_or_default(),
             ca_directory,
             ca_root: settings.ca_root,
+            fallback_cas: settings.fallback_cas.unwrap_or_default(),
+            fallback_ca_roots: settings.fallback_ca_roots.unwrap_or_default(),
+            rate_limits: settings.rate_limits.unwrap_or_default(),
             grpc_listen: settings
                 .grpc_listen
                 .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 50051))),

@@ -24,6 +24,8 @@ use crate::runtime::{
 const ISSUER_GRACE: Duration = Duration::from_secs(30);
 /// How often the issuer looks for versions without an archive copy.
 const BACKUP_INTERVAL: Duration = Duration::from_secs(10);
+/// How often an issuer looks for ARI windows due to be fetched again.
+const RENEWAL_INFO_INTERVAL: Duration = Duration::from_secs(30);
 /// How often an idle relay looks at the outbox (it is woken after commits).
 const RELAY_POLL: Duration = Duration::from_secs(1);
 
@@ -116,12 +118,18 @@ pub async fn run_issuer(config: RoleConfig) -> anyhow::Result<()> {
     .await?;
     let relay_task = tokio::spawn(relay.clone().run());
     let health = serve_health(config.health_listen, stop.clone()).await?;
-    let acme = AcmeConfig {
-        ca_root: config.ca_root.clone(),
+    let mut acme = AcmeConfig {
         self_check: config.self_check.clone(),
         dns: config.dns.clone(),
-        ..AcmeConfig::new(config.ca_directory.clone())
+        ..AcmeConfig::new(config.ca_directory.clone()).with_ca_root(config.ca_root.clone())
     };
+    acme.configure_issuers(
+        &config.fallback_cas,
+        &config.fallback_ca_roots,
+        &config.rate_limits,
+        ["fallback_cas", "fallback_ca_roots", "rate_limits"],
+    )
+    .map_err(anyhow::Error::msg)?;
     let owner = config.instance_id.clone();
     let issuer = Issuer::new(
         store.clone(),
@@ -131,6 +139,16 @@ pub async fn run_issuer(config: RoleConfig) -> anyhow::Result<()> {
         acme,
         owner.clone(),
     );
+    let renewal_info = {
+        let mut stopped = stop.clone();
+        tokio::spawn(
+            issuer
+                .clone()
+                .run_renewal_info_until(RENEWAL_INFO_INTERVAL, async move {
+                    let _ = stopped.wait_for(|stopped| *stopped).await;
+                }),
+        )
+    };
     let backups = match &config.archive {
         Some(archive) => {
             let archive = certfleet_archive::Archive::open(archive)
@@ -175,6 +193,7 @@ pub async fn run_issuer(config: RoleConfig) -> anyhow::Result<()> {
             "jobs still running after the grace period; they go back to the queue"
         );
     }
+    let _ = renewal_info.await;
     if let Some(backups) = backups {
         let _ = backups.await;
     }

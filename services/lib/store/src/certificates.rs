@@ -41,6 +41,32 @@ pub struct NewCertificateVersion {
     pub key_sealed: Vec<u8>,
     pub key_type: String,
     pub order_url: String,
+    /// The configured name of the CA that issued it.
+    pub issuer: Option<String>,
+}
+
+/// When a new version is to be renewed, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenewalPlan {
+    pub renew_at: i64,
+    /// In plain words, shown on the certificate.
+    pub reason: String,
+    /// The CA's suggested window (RFC 9773), when it offers one.
+    pub ari_window: Option<(i64, i64)>,
+    /// When to fetch the window again.
+    pub ari_next_at: Option<i64>,
+}
+
+impl RenewalPlan {
+    /// A renewal time from the lifetime rule, without ARI.
+    pub fn at(renew_at: i64, reason: impl Into<String>) -> RenewalPlan {
+        RenewalPlan {
+            renew_at,
+            reason: reason.into(),
+            ari_window: None,
+            ari_next_at: None,
+        }
+    }
 }
 
 impl Store {

@@ -20,6 +20,7 @@ mod leases;
 mod lifecycle;
 mod organizations;
 mod outbox;
+mod rate_limits;
 mod schedule;
 mod sealed;
 
@@ -34,9 +35,10 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 pub use audit::AuditFilter;
 pub use backups::{BackupDue, BackupState};
-pub use certificates::{ListFilter, NewCertificateVersion, PageCursor};
+pub use certificates::{ListFilter, NewCertificateVersion, PageCursor, RenewalPlan};
 pub use models::*;
 pub use organizations::TokenOwner;
+pub use rate_limits::{BudgetDenied, BudgetRule};
 pub use sealed::{SealedColumn, SealedRow};
 
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../../migrations/postgres");

@@ -6,7 +6,9 @@ use diesel_async::RunQueryDsl;
 
 use crate::models::{Certificate, CertificateVersion, Effects};
 use crate::schema::{certificate_versions, certificates};
-use crate::{NewCertificateVersion, Store, StoreError, transaction, with_conn, write_effects};
+use crate::{
+    NewCertificateVersion, RenewalPlan, Store, StoreError, transaction, with_conn, write_effects,
+};
 
 /// Applies `$changes` to the certificate while `$owner` holds its lease;
 /// [`StoreError::LeaseLost`] when it does not.
@@ -263,7 +265,7 @@ impl Store {
         certificate_id: &str,
         owner: &str,
         new_version: NewCertificateVersion,
-        renew_at_ms: i64,
+        renewal: RenewalPlan,
         now_ms: i64,
         effects: Effects,
     ) -> Result<CertificateVersion, StoreError> {
@@ -306,8 +308,8 @@ impl Store {
                 key_sealed: new_version.key_sealed,
                 key_type: new_version.key_type,
                 order_url: new_version.order_url,
-                ari_start: None,
-                ari_end: None,
+                ari_start: renewal.ari_window.map(|(start, _)| start),
+                ari_end: renewal.ari_window.map(|(_, end)| end),
                 revoked_at: None,
                 revocation_reason: None,
                 backup_location: None,
@@ -316,6 +318,7 @@ impl Store {
                 backup_attempts: 0,
                 backup_next_at: None,
                 created_at: now_ms,
+                issuer: new_version.issuer,
             };
             diesel::insert_into(certificate_versions::table)
                 .values(&version)
@@ -326,7 +329,10 @@ impl Store {
                     certificates::status.eq("valid"),
                     certificates::current_version_id.eq(Some(&version.id)),
                     certificates::not_after.eq(Some(version.not_after)),
-                    certificates::renew_at.eq(Some(renew_at_ms)),
+                    certificates::renew_at.eq(Some(renewal.renew_at)),
+                    certificates::renew_reason.eq(Some(&renewal.reason)),
+                    certificates::ari_next_at.eq(renewal.ari_next_at),
+                    certificates::waiting_reason.eq(None::<String>),
                     certificates::next_attempt_at.eq(None::<i64>),
                     certificates::attempts.eq(0),
                     certificates::last_error.eq(None::<String>),
@@ -396,6 +402,7 @@ impl Store {
                 .set((
                     certificates::status.eq(status),
                     certificates::last_error.eq(Some(error)),
+                    certificates::waiting_reason.eq(None::<String>),
                     certificates::attempts.eq(current.attempts.saturating_add(1)),
                     certificates::next_attempt_at.eq(next_attempt_at),
                     certificates::renew_at.eq(renew_at),
@@ -414,6 +421,37 @@ impl Store {
                 .await?;
             write_effects!(conn, effects);
             Ok(updated)
+        })
+    }
+
+    /// Puts work off until `until_ms` without counting a failed attempt (a
+    /// rate-limit budget is full, or the CA answered `rateLimited`): the lease
+    /// is given up, the order kept, and `reason` shown on the certificate.
+    pub async fn record_deferred(
+        &self,
+        organization_id: &str,
+        certificate_id: &str,
+        owner: &str,
+        reason: &str,
+        until_ms: i64,
+        now_ms: i64,
+    ) -> Result<Certificate, StoreError> {
+        with_conn!(self, |conn| {
+            diesel::update(certificates::table.find(certificate_id))
+                .filter(certificates::organization_id.eq(organization_id))
+                .filter(certificates::lease_owner.eq(owner))
+                .set((
+                    certificates::waiting_reason.eq(Some(reason)),
+                    certificates::next_attempt_at.eq(Some(until_ms)),
+                    certificates::lease_owner.eq(None::<String>),
+                    certificates::lease_until.eq(None::<i64>),
+                    certificates::updated_at.eq(now_ms),
+                ))
+                .returning(Certificate::as_returning())
+                .get_result(conn)
+                .await
+                .optional()?
+                .ok_or(StoreError::LeaseLost)
         })
     }
 

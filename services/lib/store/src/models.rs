@@ -106,6 +106,14 @@ pub struct Certificate {
     pub deleted_at: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Why `renew_at` is when it is: the CA's ARI window or the lifetime rule.
+    pub renew_reason: Option<String>,
+    /// Why the next attempt waits until `next_attempt_at` (a rate-limit
+    /// budget, the CA's `rateLimited`); none when nothing holds it back.
+    pub waiting_reason: Option<String>,
+    /// When the CA's renewal information is fetched again (none: the issuing
+    /// CA offers none).
+    pub ari_next_at: Option<i64>,
 }
 
 impl Certificate {
@@ -146,6 +154,8 @@ pub struct CertificateVersion {
     pub backup_attempts: i32,
     /// When the next attempt is due after a failure.
     pub backup_next_at: Option<i64>,
+    /// The configured name of the CA that issued this version.
+    pub issuer: Option<String>,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]

@@ -143,6 +143,9 @@ fn restored_row(backup: &CertificateBackup, now_ms: i64) -> Certificate {
         lease_until: None,
         deleted_at: None,
         updated_at: now_ms,
+        renew_reason: renew_at.map(|_| "restored from a backup; lifetime rule".to_owned()),
+        waiting_reason: None,
+        ari_next_at: None,
         ..backup.certificate.clone()
     }
 }
@@ -382,6 +385,9 @@ mod tests {
             deleted_at: None,
             created_at: NOW - 100 * DAY,
             updated_at: NOW - 100 * DAY,
+            renew_reason: None,
+            waiting_reason: None,
+            ari_next_at: None,
         }
     }
 
@@ -409,6 +415,7 @@ mod tests {
             backup_error: None,
             backup_attempts: 0,
             backup_next_at: None,
+            issuer: None,
             created_at: not_before,
         }
     }

@@ -4,8 +4,8 @@
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
-use crate::models::{Certificate, Effects};
-use crate::schema::certificates;
+use crate::models::{Certificate, CertificateVersion, Effects};
+use crate::schema::{certificate_versions, certificates};
 use crate::{Store, StoreError, transaction, with_conn, write_effects};
 
 /// Statuses in which work (an order) is outstanding.
@@ -149,6 +149,92 @@ impl Store {
                 .await?;
             if updated == 1 {
                 write_effects!(conn, effects);
+            }
+            Ok(updated == 1)
+        })
+    }
+
+    /// Certificates whose CA renewal information (ARI) is due to be fetched
+    /// again, with their current version: not deleted, auto-renewing, valid.
+    pub async fn ari_due(
+        &self,
+        now_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<(Certificate, CertificateVersion)>, StoreError> {
+        with_conn!(self, |conn| {
+            Ok(certificates::table
+                .inner_join(
+                    certificate_versions::table
+                        .on(certificates::current_version_id
+                            .eq(certificate_versions::id.nullable())),
+                )
+                .filter(certificates::ari_next_at.le(now_ms))
+                .filter(certificates::deleted_at.is_null())
+                .filter(certificates::auto_renew.eq(true))
+                .filter(certificates::status.eq_any(RENEWABLE))
+                .order(certificates::ari_next_at.asc())
+                .limit(limit)
+                .select((Certificate::as_select(), CertificateVersion::as_select()))
+                .load(conn)
+                .await?)
+        })
+    }
+
+    /// Records the CA's renewal window of the current version `version_id` and
+    /// the renewal time chosen in it (also `renew_reason`), and when to ask
+    /// again. `window: None` keeps the window (the CA did not answer) and only
+    /// moves `ari_next_at`. False when the certificate moved on (renewing, a
+    /// new version, deleted).
+    #[expect(clippy::too_many_arguments, reason = "one atomic state change")]
+    pub async fn record_renewal_window(
+        &self,
+        organization_id: &str,
+        certificate_id: &str,
+        version_id: &str,
+        window: Option<(i64, i64)>,
+        renew_at: Option<(i64, &str)>,
+        ari_next_at: Option<i64>,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        transaction!(self, |conn| {
+            let base = certificates::table
+                .find(certificate_id)
+                .filter(certificates::organization_id.eq(organization_id))
+                .filter(certificates::current_version_id.eq(version_id))
+                .filter(certificates::deleted_at.is_null())
+                .filter(certificates::status.eq_any(RENEWABLE));
+            let updated = match renew_at {
+                Some((at, reason)) => {
+                    diesel::update(base)
+                        .set((
+                            certificates::renew_at.eq(Some(at)),
+                            certificates::renew_reason.eq(Some(reason)),
+                            certificates::ari_next_at.eq(ari_next_at),
+                            certificates::updated_at.eq(now_ms),
+                        ))
+                        .execute(conn)
+                        .await?
+                }
+                None => {
+                    diesel::update(base)
+                        .set((
+                            certificates::ari_next_at.eq(ari_next_at),
+                            certificates::updated_at.eq(now_ms),
+                        ))
+                        .execute(conn)
+                        .await?
+                }
+            };
+            if updated == 1
+                && let Some((start, end)) = window
+            {
+                diesel::update(certificate_versions::table.find(version_id))
+                    .set((
+                        certificate_versions::ari_start.eq(Some(start)),
+                        certificate_versions::ari_end.eq(Some(end)),
+                    ))
+                    .execute(conn)
+                    .await?;
             }
             Ok(updated == 1)
         })

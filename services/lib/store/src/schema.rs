@@ -70,6 +70,9 @@ diesel::table! {
         deleted_at -> Nullable<BigInt>,
         created_at -> BigInt,
         updated_at -> BigInt,
+        renew_reason -> Nullable<Text>,
+        waiting_reason -> Nullable<Text>,
+        ari_next_at -> Nullable<BigInt>,
     }
 }
 
@@ -98,6 +101,7 @@ diesel::table! {
         backup_error -> Nullable<Text>,
         backup_attempts -> Integer,
         backup_next_at -> Nullable<BigInt>,
+        issuer -> Nullable<Text>,
     }
 }
 
@@ -182,6 +186,24 @@ diesel::table! {
         hmac_sealed -> Binary,
         created_at -> BigInt,
         updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    rate_limit_events (id) {
+        id -> Text,
+        directory_url -> Text,
+        kind -> Text,
+        scope -> Text,
+        certificate_id -> Text,
+        at -> BigInt,
+    }
+}
+
+diesel::table! {
+    rate_limit_locks (directory_url) {
+        directory_url -> Text,
+        touched_at -> BigInt,
     }
 }
 

@@ -5,6 +5,7 @@
 //! Everything here drives the programs that `deploy/local/install-deps.sh`
 //! installs; when one is missing the error says to run that script.
 
+pub mod acme_front;
 mod bind;
 mod cloudflare;
 mod database;

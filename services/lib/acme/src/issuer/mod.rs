@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use certfleet_bus::{EventBuilder, Job, JobKind, JobSource, OutboxRelay, RetryTier};
-use certfleet_core::{Clock, renew_at, retry_backoff_ms};
+use certfleet_core::{Clock, retry_backoff_ms};
 use certfleet_proto::v1::EventType;
 use certfleet_store::{AuditEntry, Certificate, Effects, NewCertificateVersion, Store, StoreError};
 use certfleet_vault::Vault;
@@ -16,15 +16,18 @@ use tokio::sync::Semaphore;
 
 mod dns;
 mod order;
+mod renewal;
 mod revoke;
 
 use crate::selfcheck::SelfChecker;
-use crate::{AccountCache, AcmeConfig, AcmeError};
+use crate::{AccountCache, AcmeConfig, AcmeError, CaSettings};
 
 /// How long a lease lasts without being extended.
 const LEASE: Duration = Duration::from_secs(30);
 /// Quick retries within one attempt for transient errors (bad nonce, dropped connection).
 const TRANSIENT_RETRIES: u32 = 10;
+/// How long work waits after the CA's `rateLimited` without a retry time.
+const RATE_LIMITED_PAUSE_MS: i64 = 3_600_000;
 
 /// Runs issuance and revocation jobs.
 #[derive(Clone)]
@@ -54,6 +57,8 @@ impl std::fmt::Debug for Issuer {
 /// A certificate the CA issued, with its sealed key, ready to store.
 struct Issued {
     version: NewCertificateVersion,
+    /// When to renew it, and why.
+    renewal: certfleet_store::RenewalPlan,
 }
 
 impl Issuer {
@@ -190,10 +195,23 @@ impl Issuer {
             return Ok(());
         }
         let keeper = self.keep_lease(organization_id, certificate_id);
-        let outcome = self.issue_with_retries(certificate.clone()).await;
+        let outcome = self.issue_at_issuers(&certificate).await;
         keeper.abort();
         match outcome {
             Ok(issued) => self.record_success(&certificate, issued).await,
+            Err(AcmeError::Deferred { reason, until_ms }) => {
+                self.store
+                    .record_deferred(
+                        organization_id,
+                        certificate_id,
+                        &self.owner,
+                        &reason,
+                        until_ms,
+                        self.clock.now_ms(),
+                    )
+                    .await?;
+                Ok(())
+            }
             Err(AcmeError::Store(StoreError::LeaseLost)) => {
                 tracing::warn!(
                     certificate_id,
@@ -230,16 +248,81 @@ impl Issuer {
         })
     }
 
-    async fn issue_with_retries(&self, mut certificate: Certificate) -> Result<Issued, AcmeError> {
+    /// Issues at the default CA, and at each fallback in turn while the one
+    /// before keeps failing for reasons that are the CA's (unreachable, 5xx).
+    async fn issue_at_issuers(&self, certificate: &Certificate) -> Result<Issued, AcmeError> {
+        let issuers = &self.config.issuers;
+        for (index, ca) in issuers.iter().enumerate() {
+            let next = issuers.get(index + 1);
+            match self.issue_with_retries(certificate.clone(), ca).await {
+                Err(error) if error.is_ca_outage() && next.is_some() => {
+                    tracing::warn!(certificate_id = %certificate.id, issuer = %ca.name, next = %next.map_or("", |next| next.name.as_str()), %error, "the CA keeps failing; trying the next configured CA");
+                }
+                Err(AcmeError::Problem { problem, context })
+                    if problem
+                        .r#type
+                        .as_deref()
+                        .is_some_and(|kind| kind.ends_with(":rateLimited")) =>
+                {
+                    let error = AcmeError::Problem { problem, context };
+                    let until_ms = error
+                        .retry_after_ms()
+                        .unwrap_or_else(|| self.clock.now_ms() + RATE_LIMITED_PAUSE_MS);
+                    return Err(AcmeError::Deferred {
+                        reason: format!(
+                            "{} rate-limited this order ({error}); next attempt at {}",
+                            ca.name,
+                            renewal::format_ms(until_ms)
+                        ),
+                        until_ms,
+                    });
+                }
+                other => return other,
+            }
+        }
+        Err(AcmeError::Connection {
+            context: "choosing a CA",
+            message: "no CA is configured".to_owned(),
+        })
+    }
+
+    async fn issue_with_retries(
+        &self,
+        mut certificate: Certificate,
+        ca: &CaSettings,
+    ) -> Result<Issued, AcmeError> {
         let mut retries = 0;
         loop {
-            match self.run_order(&certificate).await {
-                Ok(issued) => return Ok(issued),
+            match self.run_order(&certificate, ca).await {
+                Ok(version) => {
+                    let account = self
+                        .accounts
+                        .get(&certificate.organization_id, ca)
+                        .await
+                        .ok();
+                    let renewal = self
+                        .renewal_plan(
+                            &certificate,
+                            ca,
+                            account.as_deref(),
+                            version.not_before,
+                            version.not_after,
+                            &version.leaf_pem,
+                        )
+                        .await;
+                    let version = NewCertificateVersion {
+                        issuer: Some(ca.name.clone()),
+                        ..version
+                    };
+                    return Ok(Issued { version, renewal });
+                }
                 Err(error)
                     if error.problem_type() == Some("accountDoesNotExist") && retries == 0 =>
                 {
                     retries += 1;
-                    self.accounts.reset(&certificate.organization_id).await?;
+                    self.accounts
+                        .reset(&certificate.organization_id, ca)
+                        .await?;
                 }
                 Err(error) if error.is_transient() && retries < TRANSIENT_RETRIES => {
                     retries += 1;
@@ -266,11 +349,6 @@ impl Issuer {
     ) -> Result<(), AcmeError> {
         let now = self.clock.now_ms();
         let version = &issued.version;
-        let renew_at_ms = renew_at(
-            version.not_before,
-            version.not_after,
-            certificate.renew_before_ms,
-        );
         let renewed = certificate.current_version_id.is_some();
         let (event_type, action) = if renewed {
             (EventType::Renewed, "certificate.renewed")
@@ -300,7 +378,7 @@ impl Issuer {
                 &certificate.id,
                 &self.owner,
                 issued.version,
-                renew_at_ms,
+                issued.renewal,
                 now,
                 Effects {
                     outbox: vec![{

@@ -12,10 +12,10 @@ use instant_acme::{
     RetryPolicy,
 };
 
-use super::{Issued, Issuer};
+use super::Issuer;
 use crate::accounts::acme_call;
 use crate::certs::{csr_der, key_pem};
-use crate::{AcmeError, generate_key, parse_chain};
+use crate::{AcmeError, CaSettings, generate_key, parse_chain};
 
 /// At most this many orders of the account's list are looked at for the one
 /// an interrupted attempt left.
@@ -29,11 +29,21 @@ impl Issuer {
             .timeout(self.config.order_timeout)
     }
 
-    /// Resumes the saved order if it can still be finished, else places a new one.
-    async fn open_order(&self, certificate: &Certificate) -> Result<Order, AcmeError> {
-        let account = self.accounts.get(&certificate.organization_id).await?;
+    /// Resumes the saved order if it can still be finished, else places a new
+    /// one at `ca`; with the time a new order spent its budget.
+    async fn open_order(
+        &self,
+        certificate: &Certificate,
+        ca: &CaSettings,
+    ) -> Result<(Order, Option<i64>), AcmeError> {
+        let account = self.accounts.get(&certificate.organization_id, ca).await?;
         let timeout = self.config.request_timeout;
-        if let Some(url) = &certificate.pending_order_url {
+        // An order saved at another CA (before a fallback) is not resumed here.
+        if let Some(url) = certificate
+            .pending_order_url
+            .as_ref()
+            .filter(|url| ca.owns(url))
+        {
             match acme_call!("resuming the order", timeout, account.order(url.clone())) {
                 Ok(mut order) => {
                     let status = order.state().status;
@@ -48,7 +58,7 @@ impl Issuer {
                     };
                     if finishable {
                         tracing::info!(certificate_id = %certificate.id, order_url = %url, ?status, "resuming order");
-                        return Ok(order);
+                        return Ok((order, None));
                     }
                     if status != OrderStatus::Invalid {
                         tracing::warn!(certificate_id = %certificate.id, order_url = %url, ?status, "saved order was finalized with a key that is lost; placing a new one");
@@ -61,12 +71,15 @@ impl Issuer {
             }
         }
         let order = match certificate.order_attempt_at {
-            Some(_) => self.find_unsaved_order(certificate, &account).await,
+            Some(_) => self.find_unsaved_order(certificate, &account, ca).await,
             None => None,
         };
-        let order = match order {
-            Some(order) => order,
-            None => self.place_order(certificate, &account).await?,
+        let (order, spent_at) = match order {
+            Some(order) => (order, None),
+            None => {
+                let (order, spent_at) = self.place_order(certificate, &account, ca).await?;
+                (order, Some(spent_at))
+            }
         };
         let status = if certificate.current_version_id.is_some() {
             "renewing"
@@ -83,16 +96,32 @@ impl Issuer {
                 self.clock.now_ms(),
             )
             .await?;
-        Ok(order)
+        Ok((order, spent_at))
     }
 
-    /// Asks the CA for a new order, noting first that one may exist before its
-    /// URL is saved.
+    /// Asks the CA for a new order, once the rate-limit budget allows it
+    /// (else [`AcmeError::Deferred`]), noting first that one may exist before
+    /// its URL is saved. A renewal names the certificate it replaces (ARI) and
+    /// the profile the certificate asks for. Returns when the budget was spent.
     async fn place_order(
         &self,
         certificate: &Certificate,
         account: &Account,
-    ) -> Result<Order, AcmeError> {
+        ca: &CaSettings,
+    ) -> Result<(Order, i64), AcmeError> {
+        let now = self.clock.now_ms();
+        if let Some(profile) = &certificate.profile {
+            let offered: Vec<&str> = account.profiles().map(|profile| profile.name).collect();
+            if !offered.contains(&profile.as_str()) {
+                return Err(AcmeError::ProfileUnavailable {
+                    profile: profile.clone(),
+                    issuer: ca.name.clone(),
+                    offered: offered.join(", "),
+                });
+            }
+        }
+        let (kind, replaces) = self.replaced(certificate, ca, now).await?;
+        self.spend_budget(certificate, ca, kind, now).await?;
         self.store
             .record_order_attempt(
                 &certificate.organization_id,
@@ -106,13 +135,40 @@ impl Issuer {
             .into_iter()
             .map(Identifier::Dns)
             .collect();
-        let order = acme_call!(
+        let new_order = || {
+            let order = NewOrder::new(&identifiers);
+            match &certificate.profile {
+                Some(profile) => order.profile(profile),
+                None => order,
+            }
+        };
+        let with_replaces = match &replaces {
+            Some(id) => new_order().replaces(id.clone()),
+            None => new_order(),
+        };
+        let placed = acme_call!(
             "placing the order",
             self.config.request_timeout,
-            account.new_order(&NewOrder::new(&identifiers))
-        )?;
-        tracing::info!(certificate_id = %certificate.id, order_url = %order.url(), "order placed");
-        Ok(order)
+            account.new_order(&with_replaces)
+        );
+        let order = match placed {
+            // Replaced already (by an order that did not finish): order
+            // without `replaces`, as the RFC asks.
+            Err(error)
+                if replaces.is_some()
+                    && matches!(error.problem_type(), Some("alreadyReplaced")) =>
+            {
+                tracing::info!(certificate_id = %certificate.id, %error, "the CA says the certificate was replaced already; ordering without replaces");
+                acme_call!(
+                    "placing the order",
+                    self.config.request_timeout,
+                    account.new_order(&new_order())
+                )?
+            }
+            other => other?,
+        };
+        tracing::info!(certificate_id = %certificate.id, issuer = %ca.name, order_url = %order.url(), replaces = ?replaces.as_ref().map(ToString::to_string), ?kind, "order placed");
+        Ok((order, now))
     }
 
     /// The order an interrupted attempt placed but did not save, found in the
@@ -124,9 +180,10 @@ impl Issuer {
         &self,
         certificate: &Certificate,
         account: &Account,
+        ca: &CaSettings,
     ) -> Option<Order> {
         let id = &certificate.id;
-        let raw = match self.accounts.raw(&certificate.organization_id).await {
+        let raw = match self.accounts.raw(&certificate.organization_id, ca).await {
             Ok(raw) => raw,
             Err(error) => {
                 tracing::warn!(certificate_id = %id, %error, "cannot look for an order the interrupted attempt left");
@@ -198,9 +255,13 @@ impl Issuer {
         None
     }
 
-    pub(super) async fn run_order(&self, certificate: &Certificate) -> Result<Issued, AcmeError> {
+    pub(super) async fn run_order(
+        &self,
+        certificate: &Certificate,
+        ca: &CaSettings,
+    ) -> Result<NewCertificateVersion, AcmeError> {
         let started = std::time::Instant::now();
-        let mut order = self.open_order(certificate).await?;
+        let (mut order, spent_at) = self.open_order(certificate, ca).await?;
         let result = self.complete_order(certificate, &mut order, started).await;
         // When the order is given up, stop answering its tokens (a resumed order
         // publishes them again). Not on a transient error, which is retried at
@@ -222,6 +283,14 @@ impl Issuer {
         {
             tracing::warn!(certificate_id = %certificate.id, %error, "cannot close the order's challenges");
         }
+        if given_up {
+            if let Err(AcmeError::AuthorizationFailed { name, .. }) = &result {
+                self.count_failed_authorization(certificate, ca, name).await;
+            }
+            if let Some(spent_at) = spent_at {
+                self.release_budget(certificate, ca, spent_at).await;
+            }
+        }
         result
     }
 
@@ -232,7 +301,7 @@ impl Issuer {
         certificate: &Certificate,
         order: &mut Order,
         started: std::time::Instant,
-    ) -> Result<Issued, AcmeError> {
+    ) -> Result<NewCertificateVersion, AcmeError> {
         let phase = |name: &'static str| {
             tracing::debug!(certificate_id = %certificate.id, phase = name, elapsed_ms = started.elapsed().as_millis() as u64, "issuance progress");
         };
@@ -308,20 +377,19 @@ impl Issuer {
                 "the certificate does not match the key it was requested for".to_owned(),
             ));
         }
-        Ok(Issued {
-            version: NewCertificateVersion {
-                id: new_id(),
-                version: Some(version_number),
-                serial: parsed.serial,
-                fingerprint_sha256: parsed.fingerprint_sha256,
-                not_before: parsed.not_before_ms,
-                not_after: parsed.not_after_ms,
-                leaf_pem: parsed.leaf_pem,
-                chain_pem: parsed.chain_pem,
-                key_sealed,
-                key_type: key_type.as_str().to_owned(),
-                order_url: order.url().to_owned(),
-            },
+        Ok(NewCertificateVersion {
+            id: new_id(),
+            version: Some(version_number),
+            serial: parsed.serial,
+            fingerprint_sha256: parsed.fingerprint_sha256,
+            not_before: parsed.not_before_ms,
+            not_after: parsed.not_after_ms,
+            leaf_pem: parsed.leaf_pem,
+            chain_pem: parsed.chain_pem,
+            key_sealed,
+            key_type: key_type.as_str().to_owned(),
+            order_url: order.url().to_owned(),
+            issuer: None,
         })
     }
 

@@ -136,7 +136,8 @@ impl Issuer {
         let reason = RevocationReason::parse("reason", reason)
             .map_err(|error| AcmeError::Key(error.to_string()))?;
         let parsed = parse_chain(&version.leaf_pem)?;
-        let account = self.accounts.get(organization_id).await?;
+        let ca = self.issuer_of(&version)?;
+        let account = self.accounts.get(organization_id, &ca).await?;
         let der = rustls_pki_types::CertificateDer::from(parsed.leaf_der);
         let request = RevocationRequest {
             certificate: &der,

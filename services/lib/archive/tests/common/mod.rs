@@ -39,6 +39,7 @@ pub fn sample(organization_id: &str, certificate_id: &str, serial: &str) -> Vers
             created_at: 1_700_000_000_002,
             revoked_at: None,
             revocation_reason: None,
+            issuer: None,
         },
         leaf_pem: format!("-----BEGIN CERTIFICATE-----\nLEAF{serial}\n-----END CERTIFICATE-----\n"),
         chain_pem: "-----BEGIN CERTIFICATE-----\nINTERMEDIATE\n-----END CERTIFICATE-----\n"

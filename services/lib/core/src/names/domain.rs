@@ -146,6 +146,17 @@ fn looks_like_ipv4(name: &str) -> bool {
         .is_some_and(|last| !last.is_empty() && last.bytes().all(|b| b.is_ascii_digit()))
 }
 
+/// The registered domain of `name` (a wildcard's base): the public suffix
+/// plus one label, e.g. `example.co.uk` for `www.example.co.uk`; the name
+/// itself when the list has nothing to say.
+pub fn registered_domain(name: &str) -> String {
+    let base = name.strip_prefix(WILDCARD_PREFIX).unwrap_or(name);
+    match psl::domain(base.as_bytes()) {
+        Some(domain) => String::from_utf8_lossy(domain.as_bytes()).into_owned(),
+        None => base.to_owned(),
+    }
+}
+
 fn is_public_suffix(name: &str) -> bool {
     match psl::suffix(name.as_bytes()) {
         Some(suffix) => suffix.as_bytes() == name.as_bytes(),

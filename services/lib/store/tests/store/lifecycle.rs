@@ -48,7 +48,7 @@ async fn issued_versions_and_renewal(store: &Store) -> anyhow::Result<()> {
             id,
             "other",
             version(NOW, NOW + 90 * DAY),
-            NOW,
+            certfleet_store::RenewalPlan::at(NOW, "lifetime rule"),
             NOW,
             Effects::default(),
         )
@@ -64,7 +64,7 @@ async fn issued_versions_and_renewal(store: &Store) -> anyhow::Result<()> {
             id,
             "w",
             version(NOW, NOW + 90 * DAY),
-            renew_at,
+            certfleet_store::RenewalPlan::at(renew_at, "lifetime rule"),
             NOW + SECOND,
             job(org, id, "event.issued"),
         )

@@ -56,6 +56,7 @@ fn restored_version(
         backup_error: None,
         backup_attempts: 0,
         backup_next_at: None,
+        issuer: None,
         created_at: not_after - 90 * DAY,
     }
 }

@@ -64,6 +64,9 @@ pub fn certificate(organization_id: &str, names: &[&str], created_at: i64) -> Ce
         deleted_at: None,
         created_at,
         updated_at: created_at,
+        renew_reason: None,
+        waiting_reason: None,
+        ari_next_at: None,
     }
 }
 
@@ -115,6 +118,7 @@ pub fn version(not_before: i64, not_after: i64) -> NewCertificateVersion {
         key_sealed: b"sealed key".to_vec(),
         key_type: "ecdsa-p256".to_owned(),
         order_url: "https://ca.example/order/1".to_owned(),
+        issuer: None,
     }
 }
 
@@ -144,7 +148,7 @@ pub async fn issue(
             &certificate.id,
             owner,
             version(NOW - DAY, not_after),
-            renew_at,
+            certfleet_store::RenewalPlan::at(renew_at, "lifetime rule"),
             NOW,
             Effects::default(),
         )
