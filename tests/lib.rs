@@ -23,6 +23,7 @@ use certfleet_proto::v1::{
     self as pb, Certificate, CertificateBundle, CreateApiTokenRequest, CreateCertificateRequest,
     CreateOrganizationRequest, GetCertificateBundleRequest, GetCertificateRequest,
 };
+use certfleet_testkit::acme_front::AcmeFront;
 use certfleet_testkit::{Pebble, PebbleOptions};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -102,6 +103,9 @@ pub struct TestEnv {
     pub data_dir: tempfile::TempDir,
     pub admin_token: String,
     pub grpc: SocketAddr,
+    /// The ARI front certfleet talks to instead of Pebble, when started with
+    /// [`start_fronted`](Self::start_fronted).
+    pub front: Option<AcmeFront>,
 }
 
 impl TestEnv {
@@ -115,10 +119,35 @@ impl TestEnv {
         options: PebbleOptions,
         configure: impl FnOnce(&mut EmbeddedConfig),
     ) -> anyhow::Result<TestEnv> {
+        TestEnv::start_inner(options, false, configure).await
+    }
+
+    /// Like [`start_with`](Self::start_with), with certfleet talking to Pebble
+    /// through an [`AcmeFront`] (ARI, injected answers) in `front`.
+    pub async fn start_fronted(
+        options: PebbleOptions,
+        configure: impl FnOnce(&mut EmbeddedConfig),
+    ) -> anyhow::Result<TestEnv> {
+        TestEnv::start_inner(options, true, configure).await
+    }
+
+    async fn start_inner(
+        options: PebbleOptions,
+        fronted: bool,
+        configure: impl FnOnce(&mut EmbeddedConfig),
+    ) -> anyhow::Result<TestEnv> {
         let pebble = Pebble::start(options).await?;
         let data_dir = tempfile::tempdir()?;
         let clock = ManualClock::new();
         let mut config = embedded_config(&pebble, data_dir.path());
+        let front = if fronted {
+            let front = AcmeFront::start(&pebble).await?;
+            config.ca_directory = front.directory_url();
+            config.ca_root = Some(front.ca_path());
+            Some(front)
+        } else {
+            None
+        };
         configure(&mut config);
         let embedded = embedded::start(config, clock.clone()).await?;
         let admin_token = std::fs::read_to_string(&embedded.admin_token_path)?;
@@ -130,6 +159,7 @@ impl TestEnv {
             data_dir,
             admin_token,
             grpc,
+            front,
         })
     }
 

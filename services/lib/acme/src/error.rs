@@ -177,6 +177,16 @@ impl AcmeError {
             )
     }
 
+    /// Whether the CA could not validate a name (could not reach or read the
+    /// challenge): what the failed-authorization budget counts.
+    pub fn is_validation_failure(&self) -> bool {
+        matches!(self, AcmeError::AuthorizationFailed { .. })
+            || matches!(
+                self.problem_type(),
+                Some("unauthorized" | "incorrectResponse" | "dns" | "connection")
+            )
+    }
+
     /// Whether the CA itself is failing (unreachable, timing out, answering
     /// 5xx or `serverInternal`), not the request or the domain: the case for
     /// trying the next configured CA.
@@ -223,12 +233,7 @@ impl AcmeError {
     /// attempts with back-off before they count as final.
     pub fn is_final_after(&self, attempts: u32) -> bool {
         const VALIDATION_ATTEMPTS: u32 = 3;
-        let validation = matches!(self, AcmeError::AuthorizationFailed { .. })
-            || matches!(
-                self.problem_type(),
-                Some("unauthorized" | "incorrectResponse" | "dns" | "connection")
-            );
-        if validation {
+        if self.is_validation_failure() {
             return attempts >= VALIDATION_ATTEMPTS;
         }
         !self.is_retryable()

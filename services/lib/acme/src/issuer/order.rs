@@ -284,8 +284,18 @@ impl Issuer {
             tracing::warn!(certificate_id = %certificate.id, %error, "cannot close the order's challenges");
         }
         if given_up {
-            if let Err(AcmeError::AuthorizationFailed { name, .. }) = &result {
-                self.count_failed_authorization(certificate, ca, name).await;
+            match &result {
+                Err(AcmeError::AuthorizationFailed { name, .. }) => {
+                    self.count_failed_authorization(certificate, ca, name).await;
+                }
+                // The CA's answer does not say which name: all of them count.
+                Err(error) if error.is_validation_failure() => {
+                    for name in certificate.name_list() {
+                        self.count_failed_authorization(certificate, ca, &name)
+                            .await;
+                    }
+                }
+                _ => {}
             }
             if let Some(spent_at) = spent_at {
                 self.release_budget(certificate, ca, spent_at).await;
