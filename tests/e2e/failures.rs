@@ -155,3 +155,74 @@ async fn challenges_close_after_validation_and_certificates_expire() {
     assert_eq!(expired.current.unwrap().version, 1, "not renewed");
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_renewal_failing_near_expiry_warns_before_its_back_off_runs_past_it() {
+    use futures_util::StreamExt as _;
+    use std::sync::{Arc, Mutex};
+
+    let env = TestEnv::start(PebbleOptions::default()).await.unwrap();
+    let (mut client, _) = env.organization("near-expiry").await;
+    let created = client
+        .create_certificate(request(&["late.failures.test"], pb::KeyType::EcdsaP256))
+        .await
+        .unwrap()
+        .into_inner();
+    let issued = wait_for(&mut client, &created.id, Duration::from_secs(30), is_valid)
+        .await
+        .unwrap();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let mut stream = client
+        .watch_certificates(pb::WatchCertificatesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let recorded = events.clone();
+    let watcher = tokio::spawn(async move {
+        while let Some(Ok(event)) = stream.next().await {
+            recorded.lock().unwrap().push(event);
+        }
+    });
+    // From now on the CA cannot reach the name; the clock goes to half a
+    // minute before expiry, so the one-minute back-off ends after it.
+    env.pebble
+        .add_a_record("late.failures.test", Ipv4Addr::new(127, 0, 0, 2))
+        .await
+        .unwrap();
+    let not_after_ms = issued.current.unwrap().not_after * 1000;
+    env.clock.set_offset_ms(
+        not_after_ms - 30_000 - certfleet_core::Clock::now_ms(&certfleet_core::SystemClock),
+    );
+    let failed = wait_for(
+        &mut client,
+        &created.id,
+        Duration::from_secs(30),
+        |certificate| certificate.attempts >= 1,
+    )
+    .await
+    .unwrap();
+    assert!(failed.next_attempt_at * 1000 > not_after_ms, "{failed:?}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let warning = loop {
+        let found = events
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|event| event.r#type == pb::EventType::Expiring as i32)
+            .cloned();
+        if let Some(found) = found {
+            break found;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no expiring event");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(warning.certificate_id, created.id);
+    assert_eq!(warning.reason, "renewal failing");
+    assert!(
+        warning.error.contains("is after the certificate expires"),
+        "{}",
+        warning.error
+    );
+    watcher.abort();
+    env.stop().await;
+}

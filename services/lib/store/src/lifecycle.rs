@@ -435,9 +435,10 @@ impl Store {
         reason: &str,
         until_ms: i64,
         now_ms: i64,
+        effects: Effects,
     ) -> Result<Certificate, StoreError> {
-        with_conn!(self, |conn| {
-            diesel::update(certificates::table.find(certificate_id))
+        transaction!(self, |conn| {
+            let updated = diesel::update(certificates::table.find(certificate_id))
                 .filter(certificates::organization_id.eq(organization_id))
                 .filter(certificates::lease_owner.eq(owner))
                 .set((
@@ -451,7 +452,9 @@ impl Store {
                 .get_result(conn)
                 .await
                 .optional()?
-                .ok_or(StoreError::LeaseLost)
+                .ok_or(StoreError::LeaseLost)?;
+            write_effects!(conn, effects);
+            Ok(updated)
         })
     }
 

@@ -200,6 +200,10 @@ impl Issuer {
         match outcome {
             Ok(issued) => self.record_success(&certificate, issued).await,
             Err(AcmeError::Deferred { reason, until_ms }) => {
+                let now = self.clock.now_ms();
+                // A wait for a budget is not cut short (that would spend it
+                // anyway), but one that runs past expiry is said.
+                let (_, warning) = attempt_before_expiry(&certificate, until_ms, now);
                 self.store
                     .record_deferred(
                         organization_id,
@@ -207,9 +211,14 @@ impl Issuer {
                         &self.owner,
                         &reason,
                         until_ms,
-                        self.clock.now_ms(),
+                        now,
+                        Effects {
+                            outbox: warning.into_iter().collect(),
+                            audit: Vec::new(),
+                        },
                     )
                     .await?;
+                self.relay.wake();
                 Ok(())
             }
             Err(AcmeError::Store(StoreError::LeaseLost)) => {
@@ -426,8 +435,12 @@ impl Issuer {
             .saturating_add(1);
         let final_failure = error.is_final_after(attempts);
         // A renewal that failed for good is tried again later all the same: the
-        // store keeps the certificate valid and moves its renewal time.
-        let next_attempt_at = Some(now + retry_backoff_ms(attempts));
+        // store keeps the certificate valid and moves its renewal time. A
+        // back-off that would run past expiry is cut to one last try an hour
+        // before it, and said.
+        let (next, warning) =
+            attempt_before_expiry(certificate, now + retry_backoff_ms(attempts), now);
+        let next_attempt_at = Some(next);
         let mut effects = Effects::default();
         effects.outbox.push(crate::failed_event(
             certificate,
@@ -435,6 +448,9 @@ impl Issuer {
             if final_failure { "final" } else { "will retry" },
             now,
         ));
+        if let Some(warning) = warning {
+            effects.outbox.push(warning);
+        }
         self.store
             .record_failure(
                 &certificate.organization_id,
@@ -451,6 +467,60 @@ impl Issuer {
         tracing::warn!(certificate_id = %certificate.id, error = %message, final_failure, "issuance attempt failed");
         Ok(())
     }
+}
+
+/// How long before expiry the last try of a failing renewal is made.
+const LAST_TRY_BEFORE_EXPIRY_MS: i64 = 3_600_000;
+
+/// The next attempt of a certificate whose current version expires at
+/// `not_after`: `next` when that is before expiry; else one last try an hour
+/// before expiry (when that is still ahead), with an `expiring` event saying
+/// when the attempt after expiry comes. The event says it either way.
+fn attempt_before_expiry(
+    certificate: &Certificate,
+    next: i64,
+    now: i64,
+) -> (i64, Option<certfleet_store::OutboxMessage>) {
+    let Some(not_after) = certificate
+        .not_after
+        .filter(|_| certificate.current_version_id.is_some())
+    else {
+        return (next, None);
+    };
+    if next < not_after {
+        return (next, None);
+    }
+    let last_try = not_after - LAST_TRY_BEFORE_EXPIRY_MS;
+    let (at, words) = if last_try > now && last_try < next {
+        (
+            last_try,
+            format!(
+                "renewal keeps failing; one last attempt at {}, an hour before the certificate expires at {}",
+                renewal::format_ms(last_try),
+                renewal::format_ms(not_after)
+            ),
+        )
+    } else {
+        (
+            next,
+            format!(
+                "renewal keeps failing; the next attempt, at {}, is after the certificate expires at {}",
+                renewal::format_ms(next),
+                renewal::format_ms(not_after)
+            ),
+        )
+    };
+    let warning = EventBuilder::new(
+        EventType::Expiring,
+        &certificate.organization_id,
+        &certificate.id,
+        certificate.name_list(),
+        now,
+    )
+    .error(&words)
+    .reason("renewal failing")
+    .to_outbox();
+    (at, Some(warning))
 }
 
 /// Runs jobs from a queue, at most `concurrency` at a time.
