@@ -427,6 +427,7 @@ impl Store {
     /// Puts work off until `until_ms` without counting a failed attempt (a
     /// rate-limit budget is full, or the CA answered `rateLimited`): the lease
     /// is given up, the order kept, and `reason` shown on the certificate.
+    #[expect(clippy::too_many_arguments, reason = "one atomic state change")]
     pub async fn record_deferred(
         &self,
         organization_id: &str,
