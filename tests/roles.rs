@@ -188,6 +188,8 @@ impl RoleStack {
                 pebble.listener_ca_path().to_string_lossy().into_owned(),
             ),
             ("CERTFLEET_LOG", "info".to_owned()),
+            // Pebble has no rate limits; a test that wants budgets sets its own.
+            ("CERTFLEET_RATE_LIMIT", "off".to_owned()),
         ]
         .into_iter()
         .map(|(key, value)| (key.to_owned(), value))

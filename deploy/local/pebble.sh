@@ -120,6 +120,7 @@ JSON
     cat >"$state/env" <<ENV
 CERTFLEET_CA_DIRECTORY=https://127.0.0.1:$listen_port/dir
 CERTFLEET_CA_ROOT=$state/ca.pem
+CERTFLEET_RATE_LIMIT=off
 PEBBLE_MANAGEMENT=https://127.0.0.1:$management_port
 PEBBLE_HTTP01_PORT=$http01_port
 PEBBLE_TLSALPN01_PORT=$tls_port

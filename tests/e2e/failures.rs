@@ -226,3 +226,89 @@ async fn a_renewal_failing_near_expiry_warns_before_its_back_off_runs_past_it() 
     watcher.abort();
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_certificate_whose_names_left_stops_renewing_after_seven_days_and_says_so() {
+    use certfleet_e2e::certfleet_testkit::TcpProxy;
+
+    // The self-check reaches the responder through a link the test can cut,
+    // as if the names were pointed at another platform.
+    let link = std::sync::Arc::new(std::sync::Mutex::new(None::<TcpProxy>));
+    let slot = link.clone();
+    let env = TestEnv::start_with(PebbleOptions::default(), |config| {
+        let responder = config.self_check_addr.unwrap();
+        let proxy = tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(TcpProxy::start(responder))
+        })
+        .unwrap();
+        config.self_check_addr = Some(proxy.address());
+        config.self_check_timeout = Duration::from_secs(1);
+        *slot.lock().unwrap() = Some(proxy);
+    })
+    .await
+    .unwrap();
+    let (mut client, _) = env.organization("orphan").await;
+    let created = client
+        .create_certificate(request(
+            &["gone.failures.test", "www.gone.failures.test"],
+            pb::KeyType::EcdsaP256,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    wait_for(&mut client, &created.id, Duration::from_secs(30), is_valid)
+        .await
+        .unwrap();
+    link.lock().unwrap().as_ref().unwrap().cut();
+    client
+        .renew_certificate(pb::RenewCertificateRequest {
+            id: created.id.clone(),
+        })
+        .await
+        .unwrap();
+    let first = wait_for(
+        &mut client,
+        &created.id,
+        Duration::from_secs(30),
+        |certificate| certificate.attempts >= 1,
+    )
+    .await
+    .unwrap();
+    assert!(
+        first
+            .last_error
+            .contains("every name of the certificate failed"),
+        "{}",
+        first.last_error
+    );
+    assert!(first.auto_renew, "one failed week is not enough");
+
+    // Eight days of failing self-checks later, renewal stops.
+    env.clock.advance(Duration::from_secs(8 * 86_400));
+    let stopped = wait_for(
+        &mut client,
+        &created.id,
+        Duration::from_secs(30),
+        |certificate| !certificate.auto_renew,
+    )
+    .await
+    .unwrap();
+    assert!(
+        stopped
+            .last_error
+            .starts_with("stopped renewing: the HTTP-01 self-check has failed for every name"),
+        "{}",
+        stopped.last_error
+    );
+    assert_eq!(stopped.status, pb::CertificateStatus::Valid as i32);
+    assert_eq!(stopped.next_attempt_at, 0);
+    let attempts = stopped.attempts;
+    // Nothing more is tried.
+    env.clock.advance(Duration::from_secs(2 * 86_400));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let later = wait_for(&mut client, &created.id, Duration::from_secs(1), |_| true)
+        .await
+        .unwrap();
+    assert_eq!(later.attempts, attempts);
+    env.stop().await;
+}

@@ -3,6 +3,7 @@
 #![expect(clippy::unwrap_used, reason = "tests")]
 
 mod archive;
+mod ari;
 mod backup;
 mod binary;
 mod crash;
@@ -11,12 +12,15 @@ mod distributed;
 mod dns;
 mod eab;
 mod failures;
+mod fallback;
 mod grpcurl;
 mod issuance;
 mod kms;
 mod leaks;
 mod lifecycle;
 mod outage;
+mod rate_limits;
+mod rate_limits_distributed;
 mod renew_due;
 mod rotation;
 mod secrets;

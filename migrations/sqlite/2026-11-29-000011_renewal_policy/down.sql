@@ -1,3 +1,4 @@
+DROP TABLE self_check_streaks;
 DROP TABLE rate_limit_locks;
 DROP TABLE rate_limit_events;
 ALTER TABLE certificate_versions DROP COLUMN issuer;

@@ -28,3 +28,10 @@ CREATE TABLE rate_limit_locks (
     directory_url TEXT PRIMARY KEY,
     touched_at BIGINT NOT NULL
 );
+-- Since when the HTTP-01 self-check of a certificate has failed for every
+-- name (the row goes when one passes): after 7 days the certificate stops
+-- renewing, an orphan whose names point elsewhere now.
+CREATE TABLE self_check_streaks (
+    certificate_id TEXT PRIMARY KEY,
+    failing_since BIGINT NOT NULL
+);

@@ -208,7 +208,8 @@ pub struct ServerArgs {
     #[arg(long, env = "CERTFLEET_FALLBACK_CA_ROOT", value_delimiter = ',')]
     pub fallback_ca_root: Vec<String>,
     /// Change a rate-limit budget, kept per CA: KIND=COUNT/WINDOW (window in
-    /// s, m, h or d) or KIND=off. Kinds and Let's Encrypt's defaults:
+    /// s, m, h or d), KIND=off, or off for all (a CA without limits, such as
+    /// a local Pebble). Kinds and Let's Encrypt's defaults:
     /// orders-per-account=300/3h, certificates-per-domain=50/7d,
     /// certificates-per-name-set=5/7d, failed-authorizations-per-name=5/1h.
     #[arg(long, env = "CERTFLEET_RATE_LIMIT", value_delimiter = ',')]

@@ -284,8 +284,19 @@ impl Default for RateLimits {
 impl RateLimits {
     /// Sets one budget from `KIND=COUNT/WINDOW` (kinds: orders-per-account,
     /// certificates-per-domain, certificates-per-name-set,
-    /// failed-authorizations-per-name).
+    /// failed-authorizations-per-name), or turns all off with `off`.
     pub fn set(&mut self, field: &str, value: &str) -> Result<(), String> {
+        if value.trim() == "off" {
+            // A CA without limits of its own (a private CA, a test CA).
+            let off = Budget::new(0, Duration::from_secs(1));
+            *self = RateLimits {
+                orders_per_account: off,
+                certificates_per_domain: off,
+                certificates_per_name_set: off,
+                failed_authorizations_per_name: off,
+            };
+            return Ok(());
+        }
         let Some((kind, budget)) = value.split_once('=') else {
             return Err(format!(
                 "{field} {value:?}: expected KIND=COUNT/WINDOW, e.g. certificates-per-domain=50/7d"
@@ -429,5 +440,8 @@ mod tests {
             .expect("a valid budget");
         assert_eq!(limits.certificates_per_domain.limit, 3);
         assert!(limits.set("--rate-limit", "bogus=3/1h").is_err());
+        limits.set("--rate-limit", "off").expect("off");
+        assert_eq!(limits.orders_per_account.limit, 0);
+        assert_eq!(limits.failed_authorizations_per_name.limit, 0);
     }
 }

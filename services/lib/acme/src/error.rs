@@ -25,9 +25,15 @@ pub enum AcmeError {
         after: Duration,
     },
     #[error(
-        "self-check of {url} failed: {reason}; the CA would fail the same way, so it was not asked yet"
+        "self-check of {url} failed: {reason}; the CA would fail the same way, so it was not asked yet{}",
+        if *all_names { " (every name of the certificate failed)" } else { "" }
     )]
-    SelfCheck { url: String, reason: String },
+    SelfCheck {
+        url: String,
+        reason: String,
+        /// Whether every name of the certificate failed its self-check.
+        all_names: bool,
+    },
     #[error("validation of {name} failed: {detail}")]
     AuthorizationFailed { name: String, detail: String },
     #[error("the CA marked the order invalid: {0}")]

@@ -77,6 +77,7 @@ impl SelfChecker {
                 return Err(AcmeError::SelfCheck {
                     url: display_url,
                     reason,
+                    all_names: false,
                 });
             }
             tracing::debug!(url = %display_url, %reason, "self-check not passing yet");

@@ -105,7 +105,8 @@ pub struct CaArgs {
     #[arg(long, env = "CERTFLEET_FALLBACK_CA_ROOT", value_delimiter = ',')]
     pub fallback_ca_root: Vec<String>,
     /// Change a rate-limit budget, kept per CA in the database for all
-    /// issuers: KIND=COUNT/WINDOW (s, m, h, d) or KIND=off. Defaults (Let's
+    /// issuers: KIND=COUNT/WINDOW (s, m, h, d), KIND=off, or off for all (a CA
+    /// without limits, such as a local Pebble). Defaults (Let's
     /// Encrypt's): orders-per-account=300/3h, certificates-per-domain=50/7d,
     /// certificates-per-name-set=5/7d, failed-authorizations-per-name=5/1h.
     #[arg(long, env = "CERTFLEET_RATE_LIMIT", value_delimiter = ',')]

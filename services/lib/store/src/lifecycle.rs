@@ -5,7 +5,7 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
 use crate::models::{Certificate, CertificateVersion, Effects};
-use crate::schema::{certificate_versions, certificates};
+use crate::schema::{certificate_versions, certificates, self_check_streaks};
 use crate::{
     NewCertificateVersion, RenewalPlan, Store, StoreError, transaction, with_conn, write_effects,
 };
@@ -456,6 +456,89 @@ impl Store {
                 .ok_or(StoreError::LeaseLost)?;
             write_effects!(conn, effects);
             Ok(updated)
+        })
+    }
+
+    /// Notes a self-check outcome of a certificate: `all_failed` (every name
+    /// failed) starts the streak or keeps it; anything else ends it. Returns
+    /// since when every name has been failing.
+    pub async fn note_self_check(
+        &self,
+        certificate_id: &str,
+        all_failed: bool,
+        now_ms: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        transaction!(self, |conn| {
+            if !all_failed {
+                diesel::delete(self_check_streaks::table.find(certificate_id))
+                    .execute(conn)
+                    .await?;
+                return Ok(None);
+            }
+            diesel::insert_into(self_check_streaks::table)
+                .values((
+                    self_check_streaks::certificate_id.eq(certificate_id),
+                    self_check_streaks::failing_since.eq(now_ms),
+                ))
+                .on_conflict_do_nothing()
+                .execute(conn)
+                .await?;
+            Ok(self_check_streaks::table
+                .find(certificate_id)
+                .select(self_check_streaks::failing_since)
+                .first(conn)
+                .await
+                .optional()?)
+        })
+    }
+
+    /// Stops the automatic renewal of a certificate nobody can renew any more
+    /// (an orphan): auto-renew off, the order forgotten, `reason` as its last
+    /// error, the lease given up. It stays valid until it expires; a forced
+    /// renewal or turning auto-renew on again starts over.
+    pub async fn stop_renewing(
+        &self,
+        organization_id: &str,
+        certificate_id: &str,
+        owner: &str,
+        reason: &str,
+        now_ms: i64,
+        effects: Effects,
+    ) -> Result<(), StoreError> {
+        transaction!(self, |conn| {
+            let current: Certificate = certificates::table
+                .find(certificate_id)
+                .filter(certificates::organization_id.eq(organization_id))
+                .filter(certificates::lease_owner.eq(owner))
+                .select(Certificate::as_select())
+                .first(conn)
+                .await
+                .optional()?
+                .ok_or(StoreError::LeaseLost)?;
+            let expired = current
+                .not_after
+                .is_some_and(|not_after| not_after <= now_ms);
+            diesel::update(certificates::table.find(certificate_id))
+                .set((
+                    certificates::status.eq(if expired { "expired" } else { "valid" }),
+                    certificates::auto_renew.eq(false),
+                    certificates::last_error.eq(Some(reason)),
+                    certificates::attempts.eq(current.attempts.saturating_add(1)),
+                    certificates::next_attempt_at.eq(None::<i64>),
+                    certificates::waiting_reason.eq(None::<String>),
+                    certificates::pending_order_url.eq(None::<String>),
+                    certificates::pending_key_sealed.eq(None::<Vec<u8>>),
+                    certificates::lease_owner.eq(None::<String>),
+                    certificates::lease_until.eq(None::<i64>),
+                    certificates::updated_at.eq(now_ms),
+                ))
+                .execute(conn)
+                .await?;
+            diesel::delete(self_check_streaks::table.find(certificate_id))
+                .execute(conn)
+                .await?;
+            write_effects!(conn, effects);
+            Ok(())
         })
     }
 

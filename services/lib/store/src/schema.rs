@@ -201,6 +201,13 @@ diesel::table! {
 }
 
 diesel::table! {
+    self_check_streaks (certificate_id) {
+        certificate_id -> Text,
+        failing_since -> BigInt,
+    }
+}
+
+diesel::table! {
     rate_limit_locks (directory_url) {
         directory_url -> Text,
         touched_at -> BigInt,

@@ -372,6 +372,14 @@ impl Issuer {
             .latest_version_number(&certificate.organization_id, &certificate.id)
             .await?
             .saturating_add(1);
+        if certificate.challenge_type == "http-01"
+            && let Err(error) = self
+                .store
+                .note_self_check(&certificate.id, false, now)
+                .await
+        {
+            tracing::warn!(certificate_id = %certificate.id, %error, "cannot end the self-check streak");
+        }
         let mut effects = Effects::default();
         effects.audit.push(AuditEntry::new(
             Some(&certificate.organization_id),
@@ -430,6 +438,9 @@ impl Issuer {
     ) -> Result<(), AcmeError> {
         let now = self.clock.now_ms();
         let message = error.to_string();
+        if self.stop_if_orphaned(certificate, error, now).await? {
+            return Ok(());
+        }
         let attempts = u32::try_from(certificate.attempts)
             .unwrap_or(0)
             .saturating_add(1);
@@ -468,6 +479,65 @@ impl Issuer {
         Ok(())
     }
 }
+
+impl Issuer {
+    /// Keeps the self-check streak of an HTTP-01 certificate and, once every
+    /// name has failed it for [`ORPHAN_AFTER_MS`], stops renewing the
+    /// certificate instead of spending budget on names that point elsewhere
+    /// now. True when it stopped.
+    async fn stop_if_orphaned(
+        &self,
+        certificate: &Certificate,
+        error: &AcmeError,
+        now: i64,
+    ) -> Result<bool, AcmeError> {
+        if certificate.challenge_type != "http-01" {
+            return Ok(false);
+        }
+        let all_failed = matches!(
+            error,
+            AcmeError::SelfCheck {
+                all_names: true,
+                ..
+            }
+        );
+        let since = self
+            .store
+            .note_self_check(&certificate.id, all_failed, now)
+            .await?;
+        let Some(since) = since.filter(|since| now - since >= ORPHAN_AFTER_MS) else {
+            return Ok(false);
+        };
+        if certificate.current_version_id.is_none() {
+            return Ok(false);
+        }
+        let reason = format!(
+            "stopped renewing: the HTTP-01 self-check has failed for every name since {} (7 days), so the names no longer reach this platform; once they do, renew it by hand (`certfleet cert renew`) or turn auto-renew on again, or delete it. Last failure: {error}",
+            renewal::format_ms(since)
+        );
+        let mut effects = Effects::default();
+        effects
+            .outbox
+            .push(crate::failed_event(certificate, &reason, "orphaned", now));
+        self.store
+            .stop_renewing(
+                &certificate.organization_id,
+                &certificate.id,
+                &self.owner,
+                &reason,
+                now,
+                effects,
+            )
+            .await?;
+        self.relay.wake();
+        tracing::warn!(certificate_id = %certificate.id, %reason, "orphaned certificate; renewal stopped");
+        Ok(true)
+    }
+}
+
+/// How long every name's self-check must fail before a certificate stops
+/// renewing (an orphan).
+const ORPHAN_AFTER_MS: i64 = 7 * 86_400_000;
 
 /// How long before expiry the last try of a failing renewal is made.
 const LAST_TRY_BEFORE_EXPIRY_MS: i64 = 3_600_000;

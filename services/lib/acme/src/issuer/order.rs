@@ -473,7 +473,9 @@ impl Issuer {
         Ok(())
     }
 
-    /// HTTP-01 for every pending authorization: publish, self-check, tell the CA.
+    /// HTTP-01 for every pending authorization: publish every key
+    /// authorization, self-check every name at once, and only when all pass
+    /// tell the CA. A failure names whether every name failed (see orphans).
     async fn answer_challenges(
         &self,
         certificate: &Certificate,
@@ -481,6 +483,7 @@ impl Issuer {
     ) -> Result<(), AcmeError> {
         let timeout = self.config.request_timeout;
         let order_url = order.url().to_owned();
+        let mut published = Vec::new();
         let mut authorizations = order.authorizations();
         while let Some(authorization) = authorizations.next().await {
             let mut authorization = authorization
@@ -489,7 +492,7 @@ impl Issuer {
                 continue;
             };
             let authorization_url = authorization.url().to_owned();
-            let Some(mut challenge) = authorization.challenge(ChallengeType::Http01) else {
+            let Some(challenge) = authorization.challenge(ChallengeType::Http01) else {
                 return Err(AcmeError::ChallengeUnavailable {
                     name,
                     challenge: "http-01".to_owned(),
@@ -503,7 +506,7 @@ impl Issuer {
                     organization_id: certificate.organization_id.clone(),
                     certificate_id: certificate.id.clone(),
                     order_url: order_url.clone(),
-                    authorization_url,
+                    authorization_url: authorization_url.clone(),
                     name: name.clone(),
                     challenge_type: "http-01".to_owned(),
                     token: challenge.token.clone(),
@@ -519,9 +522,41 @@ impl Issuer {
                     dns_cleaned_at: None,
                 })
                 .await?;
-            self.self_check
-                .check(&name, &challenge.token, key_authorization.as_str())
-                .await?;
+            published.push((
+                name,
+                challenge.token.clone(),
+                key_authorization.as_str().to_owned(),
+                authorization_url,
+            ));
+        }
+        let checks = published.iter().map(|(name, token, key_authorization, _)| {
+            self.self_check.check(name, token, key_authorization)
+        });
+        let outcomes = futures_util::future::join_all(checks).await;
+        let failed = outcomes.iter().filter(|outcome| outcome.is_err()).count();
+        if let Some(Err(error)) = outcomes.into_iter().find(Result::is_err) {
+            return Err(match error {
+                AcmeError::SelfCheck { url, reason, .. } => AcmeError::SelfCheck {
+                    url,
+                    reason,
+                    all_names: failed == published.len(),
+                },
+                other => other,
+            });
+        }
+        let mut authorizations = order.authorizations();
+        while let Some(authorization) = authorizations.next().await {
+            let mut authorization = authorization
+                .map_err(|error| AcmeError::problem("reading an authorization", timeout, error))?;
+            if !published
+                .iter()
+                .any(|(_, _, _, url)| url == authorization.url())
+            {
+                continue;
+            }
+            let Some(mut challenge) = authorization.challenge(ChallengeType::Http01) else {
+                continue;
+            };
             acme_call!("answering the challenge", timeout, challenge.set_ready())?;
         }
         Ok(())
