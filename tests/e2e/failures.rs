@@ -281,7 +281,10 @@ async fn a_certificate_whose_names_left_stops_renewing_after_seven_days_and_says
         "{}",
         first.last_error
     );
-    assert!(first.auto_renew, "one failed week is not enough");
+    assert!(
+        !first.last_error.starts_with("stopped renewing"),
+        "one failed week is not enough"
+    );
 
     // Eight days of failing self-checks later, renewal stops.
     env.clock.advance(Duration::from_secs(8 * 86_400));
@@ -289,7 +292,7 @@ async fn a_certificate_whose_names_left_stops_renewing_after_seven_days_and_says
         &mut client,
         &created.id,
         Duration::from_secs(30),
-        |certificate| !certificate.auto_renew,
+        |certificate| certificate.last_error.starts_with("stopped renewing"),
     )
     .await
     .unwrap();
@@ -302,6 +305,12 @@ async fn a_certificate_whose_names_left_stops_renewing_after_seven_days_and_says
     );
     assert_eq!(stopped.status, pb::CertificateStatus::Valid as i32);
     assert_eq!(stopped.next_attempt_at, 0);
+    assert_eq!(stopped.renew_at, 0, "nothing schedules it any more");
+    assert!(
+        stopped.renew_reason.contains("orphan"),
+        "{}",
+        stopped.renew_reason
+    );
     let attempts = stopped.attempts;
     // Nothing more is tried.
     env.clock.advance(Duration::from_secs(2 * 86_400));

@@ -493,9 +493,10 @@ impl Store {
     }
 
     /// Stops the automatic renewal of a certificate nobody can renew any more
-    /// (an orphan): auto-renew off, the order forgotten, `reason` as its last
-    /// error, the lease given up. It stays valid until it expires; a forced
-    /// renewal or turning auto-renew on again starts over.
+    /// (an orphan): no renewal time (the scheduler never picks it), the order
+    /// forgotten, `reason` as its last error, the lease given up. It stays
+    /// valid until it expires; a forced renewal that succeeds sets a renewal
+    /// time again.
     pub async fn stop_renewing(
         &self,
         organization_id: &str,
@@ -521,7 +522,8 @@ impl Store {
             diesel::update(certificates::table.find(certificate_id))
                 .set((
                     certificates::status.eq(if expired { "expired" } else { "valid" }),
-                    certificates::auto_renew.eq(false),
+                    certificates::renew_at.eq(None::<i64>),
+                    certificates::renew_reason.eq(Some("stopped: an orphan (see the last error)")),
                     certificates::last_error.eq(Some(reason)),
                     certificates::attempts.eq(current.attempts.saturating_add(1)),
                     certificates::next_attempt_at.eq(None::<i64>),

@@ -512,7 +512,7 @@ impl Issuer {
             return Ok(false);
         }
         let reason = format!(
-            "stopped renewing: the HTTP-01 self-check has failed for every name since {} (7 days), so the names no longer reach this platform; once they do, renew it by hand (`certfleet cert renew`) or turn auto-renew on again, or delete it. Last failure: {error}",
+            "stopped renewing: the HTTP-01 self-check has failed for every name since {} (7 days), so the names no longer reach this platform; once they do, renew it by hand (`certfleet cert renew`), which starts renewing it again, or delete it. Last failure: {error}",
             renewal::format_ms(since)
         );
         let mut effects = Effects::default();
