@@ -242,6 +242,7 @@ pub fn request(names: &[&str], key_type: pb::KeyType) -> CreateCertificateReques
         auto_renew: Some(true),
         renew_before_expiry_seconds: 0,
         dns_provider: String::new(),
+        profile: String::new(),
     }
 }
 

@@ -356,6 +356,7 @@ async fn request_worker(
             auto_renew: Some(true),
             renew_before_expiry_seconds: 0,
             dns_provider: String::new(),
+            profile: String::new(),
         };
         let sent = Instant::now();
         let result = client

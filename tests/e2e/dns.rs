@@ -82,6 +82,7 @@ fn dns01(names: &[&str], provider: &str) -> pb::CreateCertificateRequest {
         auto_renew: Some(true),
         renew_before_expiry_seconds: 0,
         dns_provider: provider.to_owned(),
+        profile: String::new(),
     }
 }
 

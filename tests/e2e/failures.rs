@@ -321,3 +321,39 @@ async fn a_certificate_whose_names_left_stops_renewing_after_seven_days_and_says
     assert_eq!(later.attempts, attempts);
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_profile_the_ca_does_not_offer_fails_before_ordering_and_a_bad_name_is_refused() {
+    let env = TestEnv::start(PebbleOptions::default()).await.unwrap();
+    let (mut client, _) = env.organization("profiles").await;
+    let mut asked = request(&["profile.failures.test"], pb::KeyType::EcdsaP256);
+    asked.profile = "shortlived".to_owned();
+    let created = client.create_certificate(asked).await.unwrap().into_inner();
+    assert_eq!(created.profile, "shortlived");
+    let failed = wait_for(
+        &mut client,
+        &created.id,
+        Duration::from_secs(30),
+        |certificate| certificate.status == pb::CertificateStatus::Failed as i32,
+    )
+    .await
+    .unwrap();
+    assert!(
+        failed.last_error.contains(
+            "asks for the ACME profile \"shortlived\", which default does not offer (offered: none)"
+        ),
+        "{}",
+        failed.last_error
+    );
+    assert_eq!(failed.attempts, 1, "final at once");
+    let mut bad = request(&["bad-profile.failures.test"], pb::KeyType::EcdsaP256);
+    bad.profile = "short lived".to_owned();
+    let refused = client.create_certificate(bad).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(
+        refused.message().contains("profile"),
+        "{}",
+        refused.message()
+    );
+    env.stop().await;
+}

@@ -531,6 +531,10 @@ pub enum CertCommand {
         /// Renew at least this many days before expiry.
         #[arg(long)]
         renew_before_days: Option<u32>,
+        /// An ACME profile the CA offers (e.g. tlsserver, shortlived); the
+        /// request fails naming the CA's profiles when it has no such one.
+        #[arg(long)]
+        profile: Option<String>,
         /// Show progress until the certificate is valid (exit 0) or failed
         /// (exit 1); exit 3 when --timeout passes first.
         #[arg(long)]

@@ -105,6 +105,7 @@ pub(crate) async fn cert(args: &ClientArgs, command: CertCommand) -> anyhow::Res
             dns,
             no_auto_renew,
             renew_before_days,
+            profile,
             wait,
             timeout,
         } => {
@@ -115,6 +116,7 @@ pub(crate) async fn cert(args: &ClientArgs, command: CertCommand) -> anyhow::Res
                 auto_renew: Some(!no_auto_renew),
                 renew_before_expiry_seconds: i64::from(renew_before_days.unwrap_or(0)) * 86_400,
                 dns_provider: dns.unwrap_or_default(),
+                profile: profile.unwrap_or_default(),
             };
             // Watch before creating, so no event is missed.
             let watch = if wait {

@@ -45,7 +45,7 @@ impl CertificateApi {
             challenge_type: challenge_type.as_str().to_owned(),
             dns_provider_id,
             directory_url: self.state.directory_url.clone(),
-            profile: None,
+            profile: profile(&request.profile)?,
             status: "pending".to_owned(),
             auto_renew: request.auto_renew.unwrap_or(true),
             renew_before_ms,
@@ -308,4 +308,25 @@ mod tests {
         assert!(renew_before_ms(-1).is_err());
         assert!(renew_before_ms(i64::MAX).is_err());
     }
+}
+
+/// An ACME profile name as asked for: none when empty; else 1 to 64 letters,
+/// digits, `-`, `_` or `.` (whether the CA offers it is checked before the
+/// order, against its directory).
+fn profile(value: &str) -> Result<Option<String>, certfleet_core::InputError> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    let fine = value.len() <= 64
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !fine {
+        return Err(certfleet_core::InputError::new(
+            "profile",
+            value,
+            "is not a profile name (1 to 64 letters, digits, '-', '_' or '.')",
+        ));
+    }
+    Ok(Some(value.to_owned()))
 }

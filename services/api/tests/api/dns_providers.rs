@@ -57,6 +57,7 @@ fn dns01(names: &[&str], provider: &str) -> pb::CreateCertificateRequest {
         names: names.iter().map(|name| (*name).to_owned()).collect(),
         challenge_type: pb::ChallengeType::Dns01.into(),
         dns_provider: provider.to_owned(),
+        profile: String::new(),
         ..Default::default()
     }
 }
