@@ -297,19 +297,6 @@ fn renew_before_ms(seconds: i64) -> Result<Option<i64>, InputError> {
         .ok_or_else(|| InputError::new(FIELD, seconds.to_string(), "is too large"))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::renew_before_ms;
-
-    #[test]
-    fn renew_before_is_checked() {
-        assert_eq!(renew_before_ms(0).ok(), Some(None));
-        assert_eq!(renew_before_ms(86_400).ok(), Some(Some(86_400_000)));
-        assert!(renew_before_ms(-1).is_err());
-        assert!(renew_before_ms(i64::MAX).is_err());
-    }
-}
-
 /// An ACME profile name as asked for: none when empty; else 1 to 64 letters,
 /// digits, `-`, `_` or `.` (whether the CA offers it is checked before the
 /// order, against its directory).
@@ -329,4 +316,17 @@ fn profile(value: &str) -> Result<Option<String>, certfleet_core::InputError> {
         ));
     }
     Ok(Some(value.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::renew_before_ms;
+
+    #[test]
+    fn renew_before_is_checked() {
+        assert_eq!(renew_before_ms(0).ok(), Some(None));
+        assert_eq!(renew_before_ms(86_400).ok(), Some(Some(86_400_000)));
+        assert!(renew_before_ms(-1).is_err());
+        assert!(renew_before_ms(i64::MAX).is_err());
+    }
 }
