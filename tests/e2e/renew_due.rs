@@ -9,7 +9,10 @@ use certfleet_e2e::certfleet_testkit::PebbleOptions;
 use certfleet_e2e::{TestEnv, certfleet_binary, is_valid, request, wait_for};
 use certfleet_proto::v1::{self as pb, DeleteCertificateRequest};
 
-const DAY: i64 = 86_400;
+/// Pebble issues certificates for this long here: they renew at half their
+/// lifetime (30 s) by the lifetime rule, or after 10 s when they ask to be
+/// renewed 50 s before expiry.
+const LIFETIME: Duration = Duration::from_secs(60);
 
 async fn renew_due(data_dir: &std::path::Path, dry_run: bool) -> (String, String) {
     let mut command = tokio::process::Command::new(certfleet_binary());
@@ -28,34 +31,50 @@ async fn renew_due(data_dir: &std::path::Path, dry_run: bool) -> (String, String
 async fn renew_due_lists_and_renews_exactly_what_the_scheduler_would() {
     // One scheduler pass at start, then none for an hour: nothing renews
     // behind the test's back.
-    let env = TestEnv::start_with(PebbleOptions::default(), |config| {
+    let options = PebbleOptions {
+        certificate_validity: Some(LIFETIME),
+        ..PebbleOptions::default()
+    };
+    let env = TestEnv::start_with(options, |config| {
         config.scheduler_interval = Duration::from_secs(3600);
     })
     .await
     .unwrap();
     let (mut client, _) = env.organization("renewdue").await;
-    // Pebble's certificates last about five years: asking to renew 2,000
-    // days before expiry makes them due at once.
     let mut ids = Vec::new();
-    for (name, renew_before_days, auto_renew) in [
-        ("due.renewdue.test", 2000, true),
-        ("later.renewdue.test", 30, true),
-        ("manual.renewdue.test", 2000, false),
-        ("deleted.renewdue.test", 2000, true),
+    let mut renew_ats = Vec::new();
+    for (name, renew_before_seconds, auto_renew) in [
+        ("due.renewdue.test", 50, true),
+        ("later.renewdue.test", 0, true),
+        ("manual.renewdue.test", 50, false),
+        ("deleted.renewdue.test", 50, true),
     ] {
         let mut create = request(&[name], pb::KeyType::EcdsaP256);
-        create.renew_before_expiry_seconds = renew_before_days * DAY;
+        create.renew_before_expiry_seconds = renew_before_seconds;
         create.auto_renew = Some(auto_renew);
         let created = client
             .create_certificate(create)
             .await
             .unwrap()
             .into_inner();
-        wait_for(&mut client, &created.id, Duration::from_secs(60), is_valid)
+        let issued = wait_for(&mut client, &created.id, Duration::from_secs(60), is_valid)
             .await
             .unwrap();
+        renew_ats.push(issued.renew_at);
         ids.push(created.id);
     }
+    // Wait (real time: the command reads the clock itself) until the first
+    // is due; the second is not due for another 20 s.
+    let now_s = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    };
+    while now_s() <= renew_ats[0] {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(now_s() < renew_ats[1], "the later one is not due yet");
     client
         .delete_certificate(DeleteCertificateRequest { id: ids[3].clone() })
         .await
@@ -67,7 +86,7 @@ async fn renew_due_lists_and_renews_exactly_what_the_scheduler_would() {
     assert_eq!(lines.len(), 1, "{listed}");
     assert!(lines[0].starts_with(&format!("{}\tdue.renewdue.test\t", ids[0])));
     assert!(lines[0].contains("renewal time"), "{listed}");
-    assert!(lines[0].contains("2000 days before expiry"), "{listed}");
+    assert!(lines[0].contains("50 seconds before expiry"), "{listed}");
     assert!(
         summary.contains("1 certificates due for renewal (dry run"),
         "{summary}"

@@ -13,7 +13,6 @@ use clap::Args;
 use crate::output::timestamp;
 
 const PAGE: i64 = 500;
-const DAY_MS: i64 = 86_400_000;
 
 #[derive(Debug, Args)]
 pub struct RenewDueArgs {
@@ -72,8 +71,10 @@ fn reason(certificate: &Certificate, now_ms: i64) -> String {
     }
     let rule = match certificate.renew_before_ms {
         Some(before) if before > 0 => format!(
-            "renews {} days before expiry or with a third of its lifetime left",
-            before / DAY_MS
+            "renews {} before expiry or with a third of its lifetime left",
+            certfleet_acme::span(std::time::Duration::from_millis(
+                u64::try_from(before).unwrap_or(0)
+            ))
         ),
         _ => "renews with a third of its lifetime left (half for 10 days or less)".to_owned(),
     };

@@ -20,7 +20,7 @@ pub use config::{
     WELL_KNOWN_ISSUERS, issuer_name_for,
 };
 pub use error::AcmeError;
-pub use issuer::{Issuer, IssuerPool};
+pub use issuer::{Issuer, IssuerPool, span};
 pub use scheduler::{Scheduler, SchedulerConfig, queue_renewal};
 
 /// The `failed` event of `certificate` as an outbox row: `error` in plain

@@ -8,7 +8,9 @@ const SHORT_LIFETIME_MS: i64 = 10 * DAY_MS;
 
 /// The moment renewal becomes due, without an ARI window: when one third of
 /// the lifetime remains (half for lifetimes of 10 days or less), or earlier
-/// when `renew_before_expiry_ms` asks for it; never before `not_before_ms`.
+/// when `renew_before_expiry_ms` asks for it. An override that is not
+/// shorter than the lifetime cannot be met by any certificate of this CA
+/// (every new one would be due at once, a renewal loop) and is ignored.
 pub fn renew_at(not_before_ms: i64, not_after_ms: i64, renew_before_expiry_ms: Option<i64>) -> i64 {
     let lifetime = not_after_ms.saturating_sub(not_before_ms).max(0);
     let remaining_at_renewal = if lifetime <= SHORT_LIFETIME_MS {
@@ -18,7 +20,9 @@ pub fn renew_at(not_before_ms: i64, not_after_ms: i64, renew_before_expiry_ms: O
     };
     let default_at = not_after_ms.saturating_sub(remaining_at_renewal);
     let at = match renew_before_expiry_ms {
-        Some(before) if before > 0 => default_at.min(not_after_ms.saturating_sub(before)),
+        Some(before) if before > 0 && before < lifetime => {
+            default_at.min(not_after_ms.saturating_sub(before))
+        }
         _ => default_at,
     };
     at.max(not_before_ms)
@@ -116,11 +120,20 @@ mod tests {
     }
 
     #[test]
-    fn never_before_not_before() {
+    fn an_override_as_long_as_the_lifetime_is_ignored_not_looped() {
         let not_after = T0 + 6 * DAY_MS;
-        assert_eq!(renew_at(T0, not_after, Some(30 * DAY_MS)), T0);
+        assert_eq!(renew_at(T0, not_after, Some(30 * DAY_MS)), T0 + 3 * DAY_MS);
+        assert_eq!(renew_at(T0, not_after, Some(6 * DAY_MS)), T0 + 3 * DAY_MS);
+        assert_eq!(
+            renew_at(T0, not_after, Some(6 * DAY_MS - 1)),
+            T0 + 1,
+            "just shorter is honoured"
+        );
         assert_eq!(renew_at(T0, T0 - DAY_MS, None), T0);
-        assert_eq!(renew_at(T0, T0 + 90 * DAY_MS, Some(i64::MAX)), T0);
+        assert_eq!(
+            renew_at(T0, T0 + 90 * DAY_MS, Some(i64::MAX)),
+            T0 + 60 * DAY_MS
+        );
     }
 
     #[test]

@@ -42,6 +42,10 @@ pub struct PebbleOptions {
     /// not empty, Pebble requires a binding on every new account
     /// (`externalAccountBindingRequired`, `externalAccountMACKeys`).
     pub eab_keys: Vec<(String, String)>,
+    /// How long the certificates Pebble issues are valid
+    /// (`certificateValidityPeriod`); `None`: Pebble's default, about five
+    /// years.
+    pub certificate_validity: Option<std::time::Duration>,
 }
 
 impl Default for PebbleOptions {
@@ -54,6 +58,7 @@ impl Default for PebbleOptions {
             dns_server: None,
             va_always_valid: false,
             eab_keys: Vec::new(),
+            certificate_validity: None,
         }
     }
 }
@@ -173,6 +178,11 @@ impl Pebble {
                 "externalAccountMACKeys": eab_keys,
             }
         });
+        let mut config = config;
+        if let Some(validity) = options.certificate_validity {
+            config["pebble"]["certificateValidityPeriod"] =
+                serde_json::Value::from(validity.as_secs().max(1));
+        }
         let config_path = dir.join("pebble-config.json");
         write_file(&config_path, &config.to_string())?;
 

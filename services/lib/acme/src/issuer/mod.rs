@@ -19,6 +19,8 @@ mod order;
 mod renewal;
 mod revoke;
 
+pub use renewal::span;
+
 use crate::selfcheck::SelfChecker;
 use crate::{AccountCache, AcmeConfig, AcmeError, CaSettings};
 

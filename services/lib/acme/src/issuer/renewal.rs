@@ -505,6 +505,15 @@ pub(crate) fn lifetime_plan(
     let at = renew_at(not_before, not_after, renew_before_ms);
     let default_at = renew_at(not_before, not_after, None);
     let lifetime = Duration::from_millis(u64::try_from(not_after - not_before).unwrap_or(0));
+    let asked_too_much = renew_before_ms
+        .filter(|before| *before > 0 && *before >= not_after - not_before)
+        .map(|before| {
+            format!(
+                " (renew_before of {} is not shorter than the lifetime, so it is ignored)",
+                span(Duration::from_millis(u64::try_from(before).unwrap_or(0)))
+            )
+        })
+        .unwrap_or_default();
     let reason = if at < default_at {
         let before = Duration::from_millis(u64::try_from(not_after - at).unwrap_or(0));
         format!("{} before expiry, as the certificate asks", span(before))
@@ -513,7 +522,7 @@ pub(crate) fn lifetime_plan(
     } else {
         format!("a third of the {} lifetime left", span(lifetime))
     };
-    RenewalPlan::at(at, reason)
+    RenewalPlan::at(at, format!("{reason}{asked_too_much}"))
 }
 
 pub(crate) fn failed_authorization_scope(organization_id: &str, name: &str) -> String {
@@ -525,7 +534,7 @@ fn millis(duration: Duration) -> i64 {
 }
 
 /// A duration in the largest whole unit: `7 days`, `3 hours`, `90 seconds`.
-pub(crate) fn span(duration: Duration) -> String {
+pub fn span(duration: Duration) -> String {
     let seconds = duration.as_secs();
     let (amount, unit) = match seconds {
         s if s >= 86_400 && s % 86_400 == 0 => (s / 86_400, "day"),
@@ -581,5 +590,11 @@ mod tests {
             "45 days before expiry, as the certificate asks"
         );
         assert_eq!(asked.ari_window, None);
+        let impossible = lifetime_plan(0, 6 * DAY, Some(30 * DAY));
+        assert_eq!(impossible.renew_at, 3 * DAY, "no renewal loop");
+        assert_eq!(
+            impossible.reason,
+            "half of the 6 days lifetime left (renew_before of 30 days is not shorter than the lifetime, so it is ignored)"
+        );
     }
 }
