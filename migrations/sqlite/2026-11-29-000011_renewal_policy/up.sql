@@ -22,6 +22,8 @@ CREATE TABLE rate_limit_events (
 );
 CREATE INDEX rate_limit_events_window ON rate_limit_events (directory_url, kind, scope, at);
 CREATE INDEX rate_limit_events_certificate ON rate_limit_events (certificate_id, at);
+-- Events older than every window are pruned by time.
+CREATE INDEX rate_limit_events_at ON rate_limit_events (at);
 -- One row per CA directory, updated first in every budget check: the row lock
 -- makes checks of one CA take turns across all issuer replicas.
 CREATE TABLE rate_limit_locks (

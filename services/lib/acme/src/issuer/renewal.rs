@@ -392,6 +392,14 @@ impl Issuer {
         for (certificate, version) in due {
             self.refresh_one(&certificate, &version).await?;
         }
+        // Housekeeping under the same lease: counts outside every window.
+        let pruned = self
+            .store
+            .prune_rate_limit_events(now.saturating_sub(self.longest_budget_window()))
+            .await?;
+        if pruned > 0 {
+            tracing::debug!(pruned, "rate-limit events outside every window deleted");
+        }
         self.store
             .release_named_lease(ARI_LEASE, &self.owner)
             .await?;
@@ -467,6 +475,25 @@ impl Issuer {
             )
             .await?;
         Ok(())
+    }
+
+    /// The longest window of the budgets (at least a week, so a replica with
+    /// shorter windows never deletes what another replica's longer ones
+    /// still count), in milliseconds.
+    fn longest_budget_window(&self) -> i64 {
+        let limits = &self.config.rate_limits;
+        [
+            limits.orders_per_account,
+            limits.certificates_per_domain,
+            limits.certificates_per_name_set,
+            limits.failed_authorizations_per_name,
+        ]
+        .iter()
+        .map(|budget| millis(budget.window))
+        .chain([millis(Duration::from_secs(7 * 86_400))])
+        .max()
+        .unwrap_or(i64::MAX)
+        .saturating_add(millis(Duration::from_secs(3600)))
     }
 
     /// Refreshes the windows every `interval` until `stop` completes.
