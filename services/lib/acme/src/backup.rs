@@ -127,18 +127,7 @@ impl BackupWorker {
 
     /// Runs a pass every `interval` until `stop` completes.
     pub async fn run_until(self, interval: Duration, stop: impl std::future::Future<Output = ()>) {
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut stop = std::pin::pin!(stop);
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => {}
-                () = &mut stop => break,
-            }
-            if let Err(error) = self.pass().await {
-                tracing::warn!(%error, "archive pass failed; tried again at the next one");
-            }
-        }
+        crate::every(interval, stop, "archive pass", || self.pass()).await;
     }
 }
 

@@ -43,6 +43,32 @@ pub(crate) fn failed_event(
     .to_outbox()
 }
 
+/// Runs `pass` every `interval` (a late tick waits, none is made up) until
+/// `stop` completes; a failed pass is logged as `what` and tried again at the
+/// next tick.
+pub(crate) async fn every<T, F, Fut>(
+    interval: std::time::Duration,
+    stop: impl std::future::Future<Output = ()>,
+    what: &'static str,
+    mut pass: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, certfleet_store::StoreError>>,
+{
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = &mut stop => break,
+        }
+        if let Err(error) = pass().await {
+            tracing::warn!(%error, "{what} failed; tried again at the next one");
+        }
+    }
+}
+
 /// Installs the process-wide rustls crypto provider (aws-lc-rs). Call once at
 /// start-up, before any TLS connection; later calls do nothing.
 pub fn install_crypto_provider() {

@@ -502,18 +502,10 @@ impl Issuer {
         interval: Duration,
         stop: impl std::future::Future<Output = ()>,
     ) {
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut stop = std::pin::pin!(stop);
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => {}
-                () = &mut stop => break,
-            }
-            if let Err(error) = self.refresh_renewal_info().await {
-                tracing::warn!(%error, "renewal information pass failed; tried again at the next one");
-            }
-        }
+        crate::every(interval, stop, "renewal information pass", || {
+            self.refresh_renewal_info()
+        })
+        .await;
     }
 }
 
