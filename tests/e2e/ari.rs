@@ -156,3 +156,53 @@ async fn without_ari_the_lifetime_rule_applies_and_says_so() {
     );
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_profile_the_directory_offers_is_sent_with_the_order() {
+    let env = TestEnv::start_fronted(PebbleOptions::default(), |_| {})
+        .await
+        .unwrap();
+    let front = env.front.as_ref().unwrap();
+    front.offer_profiles(&[
+        ("classic", "the long-lived default"),
+        ("shortlived", "about six days"),
+    ]);
+    let (mut client, _) = env.organization("profiles").await;
+    let mut asked = request(&["short.profile.test"], pb::KeyType::EcdsaP256);
+    asked.profile = "shortlived".to_owned();
+    let id = client
+        .create_certificate(asked)
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    wait_for(&mut client, &id, Duration::from_secs(30), is_valid)
+        .await
+        .unwrap();
+    assert_eq!(front.profiles_seen(), vec!["shortlived".to_owned()]);
+
+    let mut unknown = request(&["other.profile.test"], pb::KeyType::EcdsaP256);
+    unknown.profile = "tlsserver".to_owned();
+    let id = client
+        .create_certificate(unknown)
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    let failed = wait_for(&mut client, &id, Duration::from_secs(30), |certificate| {
+        certificate.status == pb::CertificateStatus::Failed as i32
+    })
+    .await
+    .unwrap();
+    assert!(
+        failed
+            .last_error
+            .contains("\"tlsserver\", which default does not offer (offered: ")
+            && failed.last_error.contains("classic")
+            && failed.last_error.contains("shortlived"),
+        "{}",
+        failed.last_error
+    );
+    assert_eq!(front.profiles_seen().len(), 1, "no order for it");
+    env.stop().await;
+}

@@ -96,6 +96,10 @@ struct State {
     rate_limited: usize,
     rate_limited_retry_after_secs: u64,
     down: bool,
+    /// ACME profiles the directory offers (`meta.profiles`), name → description.
+    profiles: Vec<(String, String)>,
+    /// The `profile` of every newOrder that asked for one.
+    profiles_seen: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -162,6 +166,8 @@ impl AcmeFront {
                 rate_limited: 0,
                 rate_limited_retry_after_secs: 0,
                 down: false,
+                profiles: Vec::new(),
+                profiles_seen: Vec::new(),
             }),
             upstream,
             upstream_authority,
@@ -251,6 +257,21 @@ impl AcmeFront {
     /// front sees become `invalid`, release their certificate by themselves.)
     pub fn forget_replacement(&self, cert_id: &str) {
         self.shared.lock().replaced.remove(cert_id);
+    }
+
+    /// Makes the directory offer these ACME profiles (`meta.profiles`).
+    /// Pebble 2.4 knows none and ignores a newOrder's `profile`; the front
+    /// records it (see [`profiles_seen`](Self::profiles_seen)).
+    pub fn offer_profiles(&self, profiles: &[(&str, &str)]) {
+        self.shared.lock().profiles = profiles
+            .iter()
+            .map(|(name, description)| ((*name).to_owned(), (*description).to_owned()))
+            .collect();
+    }
+
+    /// The `profile` of every newOrder that asked for one, in order.
+    pub fn profiles_seen(&self) -> Vec<String> {
+        self.shared.lock().profiles_seen.clone()
     }
 
     /// Answers the next `count` newOrder requests with 429 `rateLimited`
@@ -427,6 +448,9 @@ impl Shared {
         let Some(jws) = jws else {
             return Ok(None);
         };
+        if let Some(profile) = jws.payload.get("profile").and_then(|value| value.as_str()) {
+            state.profiles_seen.push(profile.to_owned());
+        }
         let Some(replaces) = jws.payload.get("replaces") else {
             return Ok(None);
         };
@@ -514,6 +538,21 @@ impl Shared {
     ) {
         if method == Method::GET && path == DIRECTORY_PATH && upstream.status.is_success() {
             add_renewal_info(host, upstream);
+            let profiles = self.lock().profiles.clone();
+            if !profiles.is_empty() {
+                upstream.edit_json(|directory| {
+                    let offered: serde_json::Map<String, serde_json::Value> = profiles
+                        .into_iter()
+                        .map(|(name, description)| (name, serde_json::Value::from(description)))
+                        .collect();
+                    let meta = directory
+                        .entry("meta")
+                        .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
+                    if let Some(meta) = meta.as_object_mut() {
+                        meta.insert("profiles".to_owned(), serde_json::Value::Object(offered));
+                    }
+                });
+            }
         }
         let is_chain = upstream
             .headers
