@@ -552,12 +552,16 @@ fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// A duration in the largest whole unit: `7 days`, `3 hours`, `90 seconds`.
+/// A duration in the largest whole unit: `7 days`, `3 hours`, `90 seconds`;
+/// from two days (or hours) on, to the nearest one (a certificate's lifetime
+/// is rarely whole days: Pebble's is a second short of 1,826).
 pub fn span(duration: Duration) -> String {
     let seconds = duration.as_secs();
     let (amount, unit) = match seconds {
         s if s >= 86_400 && s % 86_400 == 0 => (s / 86_400, "day"),
+        s if s >= 2 * 86_400 => ((s + 43_200) / 86_400, "day"),
         s if s >= 3600 && s % 3600 == 0 => (s / 3600, "hour"),
+        s if s >= 2 * 3600 => ((s + 1800) / 3600, "hour"),
         s if s >= 60 && s % 60 == 0 => (s / 60, "minute"),
         s => (s, "second"),
     };
@@ -591,6 +595,8 @@ mod tests {
         assert_eq!(span(Duration::from_secs(3 * 3600)), "3 hours");
         assert_eq!(span(Duration::from_secs(3600)), "1 hour");
         assert_eq!(span(Duration::from_secs(90)), "90 seconds");
+        assert_eq!(span(Duration::from_secs(157_766_399)), "1826 days");
+        assert_eq!(span(Duration::from_secs(3 * 3600 + 1)), "3 hours");
         assert_eq!(format_ms(1_796_677_200_000), "2026-12-07T21:00:00Z");
     }
 
