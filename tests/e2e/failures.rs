@@ -208,12 +208,18 @@ async fn a_renewal_failing_near_expiry_warns_before_its_back_off_runs_past_it() 
             .lock()
             .unwrap()
             .iter()
-            .find(|event| event.r#type == pb::EventType::Expiring as i32)
+            // (Besides the scheduler's "1 day left" warning.)
+            .find(|event| {
+                event.r#type == pb::EventType::Expiring as i32 && event.reason == "renewal failing"
+            })
             .cloned();
         if let Some(found) = found {
             break found;
         }
-        assert!(tokio::time::Instant::now() < deadline, "no expiring event");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no renewal failing event"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(warning.certificate_id, created.id);

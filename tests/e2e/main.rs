@@ -11,6 +11,7 @@ mod dead_letters;
 mod distributed;
 mod dns;
 mod eab;
+mod expiry;
 mod failures;
 mod fallback;
 mod grpcurl;

@@ -93,7 +93,14 @@ pub struct PassReport {
     pub expired: usize,
     /// Settled certificates whose left DNS-01 values were queued for removal.
     pub dns_cleanups: usize,
+    /// `expiring` warnings sent (7, 3 and 1 days before expiry).
+    pub expiry_warnings: usize,
 }
+
+/// Days before expiry at which a certificate without a newer version is
+/// warned about, nearest first: one `expiring` event per threshold and
+/// version. When the clock jumps past several, only the nearest is sent.
+pub const EXPIRY_WARNING_DAYS: [i32; 3] = [1, 3, 7];
 
 impl Scheduler {
     pub fn new(
@@ -233,6 +240,7 @@ impl Scheduler {
                 report.requeued += 1;
             }
         }
+        report.expiry_warnings = self.warn_of_expiry(now).await?;
         let quiet_before = now - DNS_CLEANUP_AFTER.as_millis() as i64;
         for (organization_id, certificate_id) in self
             .store
@@ -251,11 +259,63 @@ impl Scheduler {
                 requeued = report.requeued,
                 expired = report.expired,
                 dns_cleanups = report.dns_cleanups,
+                expiry_warnings = report.expiry_warnings,
                 "scheduler pass"
             );
             self.relay.wake();
         }
         Ok(report)
+    }
+
+    /// Sends the `expiring` warnings that are due (see [`EXPIRY_WARNING_DAYS`]);
+    /// returns how many.
+    async fn warn_of_expiry(&self, now: i64) -> Result<usize, StoreError> {
+        let mut sent = 0;
+        for (index, days) in EXPIRY_WARNING_DAYS.iter().enumerate() {
+            let passed = &EXPIRY_WARNING_DAYS[index + 1..];
+            let due = self.store.expiry_warnings_due(*days, now, BATCH).await?;
+            for (certificate, version) in due {
+                let left = if *days == 1 {
+                    "1 day left".to_owned()
+                } else {
+                    format!("{days} days left")
+                };
+                let event = certfleet_bus::EventBuilder::new(
+                    certfleet_proto::v1::EventType::Expiring,
+                    &certificate.organization_id,
+                    &certificate.id,
+                    certificate.name_list(),
+                    now,
+                )
+                .version(
+                    u32::try_from(version.version).unwrap_or(0),
+                    &version.serial,
+                    version.not_after / 1000,
+                )
+                .reason(&left)
+                .to_outbox();
+                let effects = Effects {
+                    outbox: vec![event],
+                    audit: Vec::new(),
+                };
+                if self
+                    .store
+                    .record_expiry_warning(
+                        &certificate.id,
+                        &version.id,
+                        *days,
+                        passed,
+                        now,
+                        effects,
+                    )
+                    .await?
+                {
+                    tracing::warn!(certificate_id = %certificate.id, version = version.version, not_after = version.not_after / 1000, left, "certificate expires soon and has no newer version");
+                    sent += 1;
+                }
+            }
+        }
+        Ok(sent)
     }
 
     /// Runs passes forever at the configured interval.

@@ -5,7 +5,7 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
 use crate::models::{Certificate, CertificateVersion, Effects};
-use crate::schema::{certificate_versions, certificates};
+use crate::schema::{certificate_versions, certificates, expiry_warnings};
 use crate::{Store, StoreError, transaction, with_conn, write_effects};
 
 /// Statuses in which work (an order) is outstanding.
@@ -151,6 +151,85 @@ impl Store {
                 write_effects!(conn, effects);
             }
             Ok(updated == 1)
+        })
+    }
+
+    /// Certificates whose current version expires within `threshold_days`
+    /// of `now_ms` (and has not yet), not deleted, valid or renewing, with no
+    /// warning for that threshold recorded on the version yet: the ones the
+    /// scheduler warns about.
+    pub async fn expiry_warnings_due(
+        &self,
+        threshold_days: i32,
+        now_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<(Certificate, CertificateVersion)>, StoreError> {
+        let horizon = now_ms.saturating_add(i64::from(threshold_days) * 86_400_000);
+        with_conn!(self, |conn| {
+            let warned = expiry_warnings::table
+                .filter(expiry_warnings::version_id.eq(certificate_versions::id))
+                .filter(expiry_warnings::threshold_days.eq(threshold_days));
+            Ok(certificates::table
+                .inner_join(
+                    certificate_versions::table
+                        .on(certificates::current_version_id
+                            .eq(certificate_versions::id.nullable())),
+                )
+                .filter(certificate_versions::not_after.le(horizon))
+                .filter(certificate_versions::not_after.gt(now_ms))
+                .filter(certificate_versions::revoked_at.is_null())
+                .filter(certificates::deleted_at.is_null())
+                .filter(certificates::status.eq_any(["valid", "renewing"]))
+                .filter(diesel::dsl::not(diesel::dsl::exists(warned)))
+                .order(certificate_versions::not_after.asc())
+                .limit(limit)
+                .select((Certificate::as_select(), CertificateVersion::as_select()))
+                .load(conn)
+                .await?)
+        })
+    }
+
+    /// Records the warning at `threshold_days` for `version_id` (and, without
+    /// an event, every larger threshold in `passed`) and writes `effects` (the
+    /// `expiring` event) when this threshold had no row yet. False when it
+    /// was recorded already (another pass got there first).
+    pub async fn record_expiry_warning(
+        &self,
+        certificate_id: &str,
+        version_id: &str,
+        threshold_days: i32,
+        passed: &[i32],
+        now_ms: i64,
+        effects: Effects,
+    ) -> Result<bool, StoreError> {
+        transaction!(self, |conn| {
+            let inserted = diesel::insert_into(expiry_warnings::table)
+                .values((
+                    expiry_warnings::version_id.eq(version_id),
+                    expiry_warnings::threshold_days.eq(threshold_days),
+                    expiry_warnings::certificate_id.eq(certificate_id),
+                    expiry_warnings::sent_at.eq(now_ms),
+                ))
+                .on_conflict_do_nothing()
+                .execute(conn)
+                .await?;
+            if inserted == 0 {
+                return Ok(false);
+            }
+            for larger in passed {
+                diesel::insert_into(expiry_warnings::table)
+                    .values((
+                        expiry_warnings::version_id.eq(version_id),
+                        expiry_warnings::threshold_days.eq(*larger),
+                        expiry_warnings::certificate_id.eq(certificate_id),
+                        expiry_warnings::sent_at.eq(now_ms),
+                    ))
+                    .on_conflict_do_nothing()
+                    .execute(conn)
+                    .await?;
+            }
+            write_effects!(conn, effects);
+            Ok(true)
         })
     }
 

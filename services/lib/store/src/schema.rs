@@ -201,6 +201,15 @@ diesel::table! {
 }
 
 diesel::table! {
+    expiry_warnings (version_id, threshold_days) {
+        version_id -> Text,
+        threshold_days -> Integer,
+        certificate_id -> Text,
+        sent_at -> BigInt,
+    }
+}
+
+diesel::table! {
     self_check_streaks (certificate_id) {
         certificate_id -> Text,
         failing_since -> BigInt,
@@ -226,4 +235,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     outbox,
     leases,
     audit_log,
+    expiry_warnings,
 );

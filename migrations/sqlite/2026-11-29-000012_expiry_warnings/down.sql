@@ -1,0 +1,2 @@
+DROP INDEX certificate_versions_not_after;
+DROP TABLE expiry_warnings;
