@@ -37,6 +37,7 @@ mod budgets;
 mod certificates;
 mod dns;
 mod eab;
+mod expiry;
 mod leases;
 mod lifecycle;
 mod organizations;
