@@ -502,3 +502,41 @@ async fn cli_creates_lists_and_revokes_tokens() {
         String::from_utf8_lossy(&denied.stderr)
     );
 }
+
+#[test]
+fn bad_ca_settings_stop_the_start_before_anything_is_written() {
+    for (flag, value, named) in [
+        (
+            "--rate-limit",
+            "certificates-per-domain=3/1q",
+            "--rate-limit",
+        ),
+        ("--rate-limit", "bogus=3/1h", "unknown budget \"bogus\""),
+        (
+            "--fallback-ca",
+            "backup=http://ca.test/dir",
+            "--fallback-ca",
+        ),
+        (
+            "--fallback-ca-root",
+            "nobody=/tmp/root.pem",
+            "no CA is named \"nobody\"",
+        ),
+    ] {
+        let parent = tempfile::tempdir().unwrap();
+        let data_dir = parent.path().join("data");
+        let output = std::process::Command::new(certfleet_e2e::certfleet_binary())
+            .arg("dev")
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args([flag, value])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{flag} {value}: {stderr}");
+        assert!(stderr.contains(named), "{flag} {value}: {stderr}");
+        assert!(stderr.contains(value), "the value is named: {stderr}");
+        assert!(!data_dir.exists(), "{flag} {value}: nothing written");
+    }
+}

@@ -82,6 +82,23 @@ pub struct Embedded {
 /// Starts every role; returns once all listeners are bound.
 pub async fn start(config: EmbeddedConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Embedded> {
     certfleet_acme::install_crypto_provider();
+    // The CA settings are checked before anything is written.
+    let mut acme = AcmeConfig {
+        self_check: SelfCheckConfig {
+            enabled: config.self_check,
+            connect_addr: config.self_check_addr,
+            timeout: config.self_check_timeout,
+        },
+        dns: config.dns.clone(),
+        ..AcmeConfig::new(config.ca_directory.clone()).with_ca_root(config.ca_root.clone())
+    };
+    acme.configure_issuers(
+        &config.fallback_cas,
+        &config.fallback_ca_roots,
+        &config.rate_limits,
+        ["--fallback-ca", "--fallback-ca-root", "--rate-limit"],
+    )
+    .map_err(anyhow::Error::msg)?;
     create_private_dir(&config.data_dir)?;
     let lock = lock_data_dir(&config.data_dir)?;
     let owner = instance_id(&config.data_dir)?;
@@ -163,22 +180,6 @@ pub async fn start(config: EmbeddedConfig, clock: Arc<dyn Clock>) -> anyhow::Res
     let jobs = Box::new(InProcessJobs::new(&bus, jobs));
     let relay = OutboxRelay::new(store.clone(), Arc::new(bus.clone()), Duration::from_secs(1))
         .with_owner(owner.clone());
-    let mut acme = AcmeConfig {
-        self_check: SelfCheckConfig {
-            enabled: config.self_check,
-            connect_addr: config.self_check_addr,
-            timeout: config.self_check_timeout,
-        },
-        dns: config.dns.clone(),
-        ..AcmeConfig::new(config.ca_directory.clone()).with_ca_root(config.ca_root.clone())
-    };
-    acme.configure_issuers(
-        &config.fallback_cas,
-        &config.fallback_ca_roots,
-        &config.rate_limits,
-        ["--fallback-ca", "--fallback-ca-root", "--rate-limit"],
-    )
-    .map_err(anyhow::Error::msg)?;
     let issuer = Issuer::new(
         store.clone(),
         vault.clone(),

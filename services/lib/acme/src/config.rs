@@ -92,7 +92,9 @@ impl AcmeConfig {
         for value in limits.iter().flat_map(|value| value.split(',')) {
             let value = value.trim();
             if !value.is_empty() {
-                self.rate_limits.set(limit_field, value)?;
+                self.rate_limits
+                    .set(limit_field, value)
+                    .map_err(|error| format!("{error} (in {limit_field} {value:?})"))?;
             }
         }
         Ok(())

@@ -107,17 +107,7 @@ async fn connect_relay(
 /// The ACME worker: jobs from both queues into the issuer pool; on stop, no
 /// new jobs, the ones in flight finish (bounded), leases are released.
 pub async fn run_issuer(config: RoleConfig) -> anyhow::Result<()> {
-    let stop = stop_on_signal()?;
-    let store = open_store(&config, false).await?;
-    let vault = open_vault(&config).await?;
-    let rabbit = rabbit_config(&config)?;
-    let (publisher, relay) = connect_relay(&config, &store, &rabbit).await?;
-    let mut jobs = connect_broker("consuming the job queues", || {
-        RabbitJobs::connect(rabbit.clone(), &JobQueue::ALL, config.issuer_concurrency)
-    })
-    .await?;
-    let relay_task = tokio::spawn(relay.clone().run());
-    let health = serve_health(config.health_listen, stop.clone()).await?;
+    // The CA settings are checked before connecting anywhere.
     let mut acme = AcmeConfig {
         self_check: config.self_check.clone(),
         dns: config.dns.clone(),
@@ -130,6 +120,17 @@ pub async fn run_issuer(config: RoleConfig) -> anyhow::Result<()> {
         ["fallback_cas", "fallback_ca_roots", "rate_limits"],
     )
     .map_err(anyhow::Error::msg)?;
+    let stop = stop_on_signal()?;
+    let store = open_store(&config, false).await?;
+    let vault = open_vault(&config).await?;
+    let rabbit = rabbit_config(&config)?;
+    let (publisher, relay) = connect_relay(&config, &store, &rabbit).await?;
+    let mut jobs = connect_broker("consuming the job queues", || {
+        RabbitJobs::connect(rabbit.clone(), &JobQueue::ALL, config.issuer_concurrency)
+    })
+    .await?;
+    let relay_task = tokio::spawn(relay.clone().run());
+    let health = serve_health(config.health_listen, stop.clone()).await?;
     let owner = config.instance_id.clone();
     let issuer = Issuer::new(
         store.clone(),
