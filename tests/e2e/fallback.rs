@@ -1,6 +1,6 @@
 //! Named CAs: when the default CA is down (its port closed), the certificate
-//! is issued by the next configured one and says which; a domain's own
-//! failure does not move to another CA.
+//! is issued by the next configured one and says which, and the down CA is
+//! skipped for a while instead of being tried again for every certificate.
 
 use std::time::Duration;
 
@@ -40,7 +40,8 @@ async fn with_the_first_ca_down_the_second_issues_and_is_named() {
     );
     assert_eq!(issued.attempts, 0, "falling back is not a failed attempt");
 
-    // A renewal tries the default CA first again, and falls back again.
+    // Within a minute the CA found down is skipped at once.
+    let renewing_since = std::time::Instant::now();
     client
         .renew_certificate(RenewCertificateRequest { id: id.clone() })
         .await
@@ -51,5 +52,10 @@ async fn with_the_first_ca_down_the_second_issues_and_is_named() {
     .await
     .unwrap();
     assert_eq!(renewed.current.unwrap().issuer, "backup");
+    assert!(
+        renewing_since.elapsed() < Duration::from_secs(5),
+        "the down CA is not tried again at once: {:?}",
+        renewing_since.elapsed()
+    );
     env.stop().await;
 }

@@ -28,6 +28,9 @@ use crate::{AccountCache, AcmeConfig, AcmeError, CaSettings};
 const LEASE: Duration = Duration::from_secs(30);
 /// Quick retries within one attempt for transient errors (bad nonce, dropped connection).
 const TRANSIENT_RETRIES: u32 = 10;
+/// How long a CA found down is skipped (while a fallback remains) before it
+/// is tried again.
+const SKIP_DOWN_CA: Duration = Duration::from_secs(60);
 /// How long work waits after the CA's `rateLimited` without a retry time.
 const RATE_LIMITED_PAUSE_MS: i64 = 3_600_000;
 
@@ -46,6 +49,10 @@ pub struct Issuer {
     /// owner again (a restarted embedded process takes its work back), so a
     /// duplicate job in the same process is kept out here instead.
     working: Arc<std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    /// CAs found down (by name) and until when this process skips them while
+    /// a fallback remains, so that not every certificate spends its quick
+    /// retries on a CA known to be down.
+    down_until: Arc<std::sync::Mutex<HashMap<String, tokio::time::Instant>>>,
 }
 
 impl std::fmt::Debug for Issuer {
@@ -88,6 +95,7 @@ impl Issuer {
             self_check,
             owner,
             working: Arc::default(),
+            down_until: Arc::default(),
         }
     }
 
@@ -265,9 +273,14 @@ impl Issuer {
         let issuers = &self.config.issuers;
         for (index, ca) in issuers.iter().enumerate() {
             let next = issuers.get(index + 1);
+            if next.is_some() && self.known_down(&ca.name) {
+                tracing::debug!(certificate_id = %certificate.id, issuer = %ca.name, "the CA was found down moments ago; trying the next configured CA");
+                continue;
+            }
             match self.issue_with_retries(certificate.clone(), ca).await {
                 Err(error) if error.is_ca_outage() && next.is_some() => {
-                    tracing::warn!(certificate_id = %certificate.id, issuer = %ca.name, next = %next.map_or("", |next| next.name.as_str()), %error, "the CA keeps failing; trying the next configured CA");
+                    self.mark_down(&ca.name);
+                    tracing::warn!(certificate_id = %certificate.id, issuer = %ca.name, next = %next.map_or("", |next| next.name.as_str()), %error, skipped_for_s = SKIP_DOWN_CA.as_secs(), "the CA keeps failing; trying the next configured CA");
                 }
                 Err(AcmeError::Problem { problem, context })
                     if problem
@@ -295,6 +308,24 @@ impl Issuer {
             context: "choosing a CA",
             message: "no CA is configured".to_owned(),
         })
+    }
+
+    /// Whether `name` was found down less than [`SKIP_DOWN_CA`] ago.
+    fn known_down(&self, name: &str) -> bool {
+        let down = self
+            .down_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        down.get(name)
+            .is_some_and(|until| tokio::time::Instant::now() < *until)
+    }
+
+    fn mark_down(&self, name: &str) {
+        let mut down = self
+            .down_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        down.insert(name.to_owned(), tokio::time::Instant::now() + SKIP_DOWN_CA);
     }
 
     async fn issue_with_retries(
