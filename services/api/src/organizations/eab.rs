@@ -5,7 +5,7 @@
 use base64::Engine as _;
 use base64::alphabet::URL_SAFE;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-use certfleet_core::{InputError, validate_slug};
+use certfleet_core::{InputError, validate_directory_url, validate_slug};
 use certfleet_proto::v1 as pb;
 use certfleet_store::{AuditEntry, EabCredential};
 use certfleet_vault::EncryptionContext;
@@ -15,7 +15,6 @@ use super::{Admin, OrganizationApi};
 use crate::ApiError;
 use crate::convert::seconds;
 
-const MAX_URL_CHARS: usize = 2048;
 const MAX_KEY_ID_CHARS: usize = 256;
 /// RFC 8555 asks for an HMAC key of the CA's choosing; anything shorter than
 /// 128 bits is more likely a truncated copy than a key.
@@ -37,7 +36,7 @@ impl OrganizationApi {
     ) -> Result<pb::ExternalAccountBinding, ApiError> {
         let hmac_key = Zeroizing::new(std::mem::take(&mut request.hmac_key));
         validate_slug("organization", &request.organization)?;
-        check_directory_url(&request.directory_url)?;
+        validate_directory_url("directory_url", &request.directory_url)?;
         check_key_id(&request.key_id)?;
         let hmac = decode_hmac_key(&hmac_key)?;
         drop(hmac_key);
@@ -91,7 +90,7 @@ impl OrganizationApi {
         request: pb::DeleteExternalAccountBindingRequest,
     ) -> Result<pb::DeleteExternalAccountBindingResponse, ApiError> {
         validate_slug("organization", &request.organization)?;
-        check_directory_url(&request.directory_url)?;
+        validate_directory_url("directory_url", &request.directory_url)?;
         let organization = self.organization(&request.organization).await?;
         let now = self.state.clock.now_ms();
         let mut audit = AuditEntry::new(
@@ -132,36 +131,6 @@ fn eab_to_proto(stored: EabCredential) -> pb::ExternalAccountBinding {
         created_at: seconds(stored.created_at),
         updated_at: seconds(stored.updated_at),
     }
-}
-
-/// An `https://host…` URL, kept exactly as given: it must equal the directory
-/// URL certfleet is configured with to be used.
-fn check_directory_url(value: &str) -> Result<(), InputError> {
-    let fail = |reason: &str| Err(InputError::new("directory_url", value, reason));
-    if value.is_empty() {
-        return fail("is empty");
-    }
-    if value.chars().count() > MAX_URL_CHARS {
-        return Err(InputError::new(
-            "directory_url",
-            value.chars().take(40).collect::<String>() + "…",
-            format!("is longer than {MAX_URL_CHARS} characters"),
-        ));
-    }
-    if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return fail("contains spaces or control characters");
-    }
-    let Some(rest) = value.strip_prefix("https://") else {
-        return fail("is not an https:// URL");
-    };
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let host = authority
-        .rsplit_once('@')
-        .map_or(authority, |(_, host)| host);
-    if host.is_empty() || host.starts_with(':') {
-        return fail("has no host");
-    }
-    Ok(())
 }
 
 /// The key id as the CA gave it: printable ASCII, no spaces.
@@ -215,12 +184,14 @@ mod tests {
 
     #[test]
     fn directory_urls() {
-        assert!(check_directory_url("https://acme.zerossl.com/v2/DV90").is_ok());
-        assert!(check_directory_url("https://127.0.0.1:14000/dir").is_ok());
-        assert!(check_directory_url("").is_err());
-        assert!(check_directory_url("http://ca/dir").is_err());
-        assert!(check_directory_url("https:///dir").is_err());
-        assert!(check_directory_url("https://ca/dir x").is_err());
+        assert!(
+            validate_directory_url("directory_url", "https://acme.zerossl.com/v2/DV90").is_ok()
+        );
+        assert!(validate_directory_url("directory_url", "https://127.0.0.1:14000/dir").is_ok());
+        assert!(validate_directory_url("directory_url", "").is_err());
+        assert!(validate_directory_url("directory_url", "http://ca/dir").is_err());
+        assert!(validate_directory_url("directory_url", "https:///dir").is_err());
+        assert!(validate_directory_url("directory_url", "https://ca/dir x").is_err());
     }
 
     #[test]

@@ -186,12 +186,8 @@ impl CaSettings {
         {
             return fail("the name must be letters, digits, '-', '_' or '.'");
         }
-        let Some(rest) = url.strip_prefix("https://") else {
-            return fail("the directory URL must start with https://");
-        };
-        if rest.is_empty() || rest.starts_with('/') || url.contains(char::is_whitespace) {
-            return fail("the directory URL has no host");
-        }
+        certfleet_core::validate_directory_url("the directory URL", &url)
+            .map_err(|error| format!("{field} {value:?}: {error}"))?;
         Ok(CaSettings::new(name, url))
     }
 

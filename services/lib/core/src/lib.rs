@@ -12,4 +12,4 @@ pub use renewal::{ari_renew_at, renew_at, retry_backoff_ms};
 pub use types::{
     CertificateStatus, ChallengeStatus, ChallengeType, KeyType, RevocationReason, Role,
 };
-pub use validate::{validate_email, validate_request, validate_slug};
+pub use validate::{validate_directory_url, validate_email, validate_request, validate_slug};

@@ -48,6 +48,39 @@ pub fn validate_email(field: &str, email: &str) -> Result<(), InputError> {
     Ok(())
 }
 
+const MAX_DIRECTORY_URL_CHARS: usize = 2048;
+
+/// An ACME directory: an `https://host…` URL of at most 2,048 characters,
+/// without spaces, kept exactly as given (it is the CA's identity in accounts
+/// and External Account Bindings).
+pub fn validate_directory_url(field: &str, value: &str) -> Result<(), InputError> {
+    let fail = |reason: &str| Err(InputError::new(field, value, reason));
+    if value.is_empty() {
+        return fail("is empty");
+    }
+    if value.chars().count() > MAX_DIRECTORY_URL_CHARS {
+        return Err(InputError::new(
+            "directory_url",
+            value.chars().take(40).collect::<String>() + "…",
+            format!("is longer than {MAX_DIRECTORY_URL_CHARS} characters"),
+        ));
+    }
+    if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return fail("contains spaces or control characters");
+    }
+    let Some(rest) = value.strip_prefix("https://") else {
+        return fail("is not an https:// URL");
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    if host.is_empty() || host.starts_with(':') {
+        return fail("has no host");
+    }
+    Ok(())
+}
+
 /// Slugs: lower-case a-z, 0-9 and '-', 1 to 63 characters, no leading or trailing '-'.
 pub fn validate_slug(field: &str, slug: &str) -> Result<(), InputError> {
     let fail = |reason: &str| Err(InputError::new(field, slug, reason));

@@ -345,6 +345,10 @@ impl Store {
                 ))
                 .execute(conn)
                 .await?;
+            // A certificate that was issued is no orphan (see `note_self_check`).
+            diesel::delete(self_check_streaks::table.find(certificate_id))
+                .execute(conn)
+                .await?;
             write_effects!(conn, effects);
             Ok(version)
         })

@@ -282,13 +282,7 @@ impl Issuer {
                     self.mark_down(&ca.name);
                     tracing::warn!(certificate_id = %certificate.id, issuer = %ca.name, next = %next.map_or("", |next| next.name.as_str()), %error, skipped_for_s = SKIP_DOWN_CA.as_secs(), "the CA keeps failing; trying the next configured CA");
                 }
-                Err(AcmeError::Problem { problem, context })
-                    if problem
-                        .r#type
-                        .as_deref()
-                        .is_some_and(|kind| kind.ends_with(":rateLimited")) =>
-                {
-                    let error = AcmeError::Problem { problem, context };
+                Err(error) if error.problem_type() == Some("rateLimited") => {
                     let until_ms = error
                         .retry_after_ms()
                         .unwrap_or_else(|| self.clock.now_ms() + RATE_LIMITED_PAUSE_MS);
@@ -405,14 +399,6 @@ impl Issuer {
             .latest_version_number(&certificate.organization_id, &certificate.id)
             .await?
             .saturating_add(1);
-        if certificate.challenge_type == "http-01"
-            && let Err(error) = self
-                .store
-                .note_self_check(&certificate.id, false, now)
-                .await
-        {
-            tracing::warn!(certificate_id = %certificate.id, %error, "cannot end the self-check streak");
-        }
         let mut effects = Effects::default();
         effects.audit.push(AuditEntry::new(
             Some(&certificate.organization_id),

@@ -69,7 +69,10 @@ impl Issuer {
         let Some(version) = version else {
             return Ok((OrderKind::Renewal, None));
         };
-        if !self.issued_by(&version, ca) || version.ari_start.is_none() {
+        let issued_here = self
+            .issuer_of(&version)
+            .is_ok_and(|issuer| issuer.name == ca.name);
+        if !issued_here || version.ari_start.is_none() {
             return Ok((OrderKind::Renewal, None));
         }
         let id = crate::certs::ari_certificate_id(&version.leaf_pem);
@@ -97,18 +100,6 @@ impl Issuer {
                     .unwrap_or_else(|| "default".to_owned()),
             )
         })
-    }
-
-    /// Whether `version` came from `ca` (versions from before the issuer was
-    /// recorded count as the default issuer's).
-    fn issued_by(&self, version: &CertificateVersion, ca: &CaSettings) -> bool {
-        match &version.issuer {
-            Some(name) => *name == ca.name,
-            None => self
-                .config
-                .default_issuer()
-                .is_some_and(|default| default.name == ca.name),
-        }
     }
 
     /// Spends the budgets a new order of `kind` needs at `ca`, or says how
