@@ -5,6 +5,7 @@
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use certfleet_core::SpanError;
 use certfleet_proto::v1::{AuditEntry, ListAuditEntriesRequest};
 use clap::Args;
 use serde_json::{Value, json};
@@ -174,31 +175,15 @@ pub(crate) fn parse_since(value: &str) -> Result<Since, String> {
         }
         return Ok(Since::At(seconds));
     }
-    let Some(unit) = trimmed.chars().last() else {
-        return Err(format!("{value:?} is empty; {usage}"));
-    };
-    let unit_seconds: i64 = match unit {
-        's' => 1,
-        'm' => 60,
-        'h' => 3600,
-        'd' => 86_400,
-        _ => {
-            return Err(format!(
-                "{value:?} is neither a duration nor a time; {usage}"
-            ));
-        }
-    };
-    let number = &trimmed[..trimmed.len() - unit.len_utf8()];
-    let count: i64 = number
-        .parse()
-        .map_err(|_| format!("{value:?} is neither a duration nor a time; {usage}"))?;
-    if count <= 0 {
-        return Err(format!("{value:?} is not positive; {usage}"));
+    match certfleet_core::parse_span(trimmed) {
+        Ok(seconds) => Ok(Since::Ago(seconds)),
+        Err(SpanError::Empty) => Err(format!("{value:?} is empty; {usage}")),
+        Err(SpanError::NoUnit | SpanError::NotANumber) => Err(format!(
+            "{value:?} is neither a duration nor a time; {usage}"
+        )),
+        Err(SpanError::NotPositive) => Err(format!("{value:?} is not positive; {usage}")),
+        Err(SpanError::TooLong) => Err(format!("{value:?} is too long; {usage}")),
     }
-    count
-        .checked_mul(unit_seconds)
-        .map(Since::Ago)
-        .ok_or_else(|| format!("{value:?} is too long; {usage}"))
 }
 
 fn now_seconds() -> i64 {

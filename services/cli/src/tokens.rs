@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::bail;
+use certfleet_core::SpanError;
 use certfleet_proto::v1::{
     self as pb, ApiToken, ApiTokenInfo, CreateApiTokenRequest, ListApiTokensRequest,
     RevokeApiTokenRequest,
@@ -142,29 +143,17 @@ async fn revoke(args: &ClientArgs, id: String, organization: String) -> anyhow::
 /// returns seconds. The message names the value; clap adds the argument.
 pub(crate) fn parse_lifetime(value: &str) -> Result<i64, String> {
     let usage = "expected a positive number with a unit: 90d, 12h, 30m or 3600s";
-    let trimmed = value.trim();
-    let Some(unit) = trimmed.chars().last() else {
-        return Err(format!("{value:?} is empty; {usage}"));
-    };
-    let unit_seconds: i64 = match unit {
-        's' => 1,
-        'm' => 60,
-        'h' => 3600,
-        'd' => 86_400,
-        _ => return Err(format!("{value:?} has no unit; {usage}")),
-    };
-    let number = &trimmed[..trimmed.len() - unit.len_utf8()];
-    let count: i64 = number
-        .parse()
-        .map_err(|_| format!("{value:?} is not a number with a unit; {usage}"))?;
-    if count <= 0 {
-        return Err(format!("{value:?} is not positive; {usage}"));
-    }
-    match count.checked_mul(unit_seconds) {
-        Some(seconds) if seconds <= MAX_LIFETIME_SECONDS => Ok(seconds),
-        _ => Err(format!(
+    match certfleet_core::parse_span(value) {
+        Ok(seconds) if seconds <= MAX_LIFETIME_SECONDS => Ok(seconds),
+        Ok(_) | Err(SpanError::TooLong) => Err(format!(
             "{value:?} is longer than 3650 days; leave --expires-in out for a token that never expires"
         )),
+        Err(SpanError::Empty) => Err(format!("{value:?} is empty; {usage}")),
+        Err(SpanError::NoUnit) => Err(format!("{value:?} has no unit; {usage}")),
+        Err(SpanError::NotANumber) => {
+            Err(format!("{value:?} is not a number with a unit; {usage}"))
+        }
+        Err(SpanError::NotPositive) => Err(format!("{value:?} is not positive; {usage}")),
     }
 }
 

@@ -247,21 +247,13 @@ impl Budget {
         let Ok(limit) = count.trim().parse::<u32>() else {
             return fail();
         };
-        let window = window.trim();
-        let unit = match window.chars().last() {
-            Some('s') => 1,
-            Some('m') => 60,
-            Some('h') => 3600,
-            Some('d') => 86_400,
-            _ => return fail(),
-        };
-        let Ok(amount) = window[..window.len() - 1].parse::<u64>() else {
+        let Ok(seconds) = certfleet_core::parse_span(window).map(u64::try_from) else {
             return fail();
         };
-        if amount == 0 {
-            return fail();
+        match seconds {
+            Ok(seconds) => Ok(Budget::new(limit, Duration::from_secs(seconds))),
+            Err(_) => fail(),
         }
-        Ok(Budget::new(limit, Duration::from_secs(amount * unit)))
     }
 }
 

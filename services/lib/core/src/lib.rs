@@ -8,7 +8,7 @@ pub mod validate;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use names::{DomainName, IdentifierSet, InputError, NameError, registered_domain};
-pub use renewal::{ari_renew_at, renew_at, retry_backoff_ms};
+pub use renewal::{SpanError, ari_renew_at, parse_span, renew_at, retry_backoff_ms};
 pub use types::{
     CertificateStatus, ChallengeStatus, ChallengeType, KeyType, RevocationReason, Role,
 };

@@ -55,6 +55,39 @@ pub fn retry_backoff_ms(attempts: u32) -> i64 {
     }
 }
 
+/// Why a duration such as `90d` did not read (see [`parse_span`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpanError {
+    Empty,
+    /// The last character is not `s`, `m`, `h` or `d`.
+    NoUnit,
+    NotANumber,
+    NotPositive,
+    TooLong,
+}
+
+/// A positive whole number followed by a unit, `s`, `m`, `h` or `d`
+/// (`3600s`, `30m`, `12h`, `7d`), in seconds. Callers word the errors for
+/// their own setting.
+pub fn parse_span(text: &str) -> Result<i64, SpanError> {
+    let trimmed = text.trim();
+    let unit = trimmed.chars().last().ok_or(SpanError::Empty)?;
+    let unit_seconds: i64 = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => return Err(SpanError::NoUnit),
+    };
+    let count: i64 = trimmed[..trimmed.len() - unit.len_utf8()]
+        .parse()
+        .map_err(|_| SpanError::NotANumber)?;
+    if count <= 0 {
+        return Err(SpanError::NotPositive);
+    }
+    count.checked_mul(unit_seconds).ok_or(SpanError::TooLong)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,6 +166,23 @@ mod tests {
         assert_eq!(
             renew_at(T0, T0 + 90 * DAY_MS, Some(i64::MAX)),
             T0 + 60 * DAY_MS
+        );
+    }
+
+    #[test]
+    fn spans_read_with_their_unit() {
+        assert_eq!(parse_span("90d"), Ok(90 * 86_400));
+        assert_eq!(parse_span(" 12h "), Ok(12 * 3600));
+        assert_eq!(parse_span("30m"), Ok(1800));
+        assert_eq!(parse_span("3600s"), Ok(3600));
+        assert_eq!(parse_span(""), Err(SpanError::Empty));
+        assert_eq!(parse_span("5"), Err(SpanError::NoUnit));
+        assert_eq!(parse_span("xd"), Err(SpanError::NotANumber));
+        assert_eq!(parse_span("0d"), Err(SpanError::NotPositive));
+        assert_eq!(parse_span("-1d"), Err(SpanError::NotPositive));
+        assert_eq!(
+            parse_span(&format!("{}d", i64::MAX / 2)),
+            Err(SpanError::TooLong)
         );
     }
 
