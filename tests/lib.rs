@@ -25,6 +25,7 @@ use certfleet_proto::v1::{
 };
 use certfleet_testkit::acme_front::AcmeFront;
 use certfleet_testkit::{Pebble, PebbleOptions};
+use futures_util::StreamExt as _;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
@@ -231,6 +232,49 @@ pub fn embedded_config(pebble: &Pebble, data_dir: &Path) -> EmbeddedConfig {
 /// PowerDNS.
 pub fn use_dns(config: &mut EmbeddedConfig, resolver: SocketAddr) {
     config.dns.lookup.resolver = resolver;
+}
+
+/// Every event a `WatchCertificates` stream delivers, collected in the
+/// background until dropped.
+pub struct EventLog {
+    events: Arc<std::sync::Mutex<Vec<pb::CertificateEvent>>>,
+    watcher: tokio::task::JoinHandle<()>,
+}
+
+impl EventLog {
+    /// Starts watching the caller's organization (before the work whose
+    /// events the test wants, so none is missed).
+    pub async fn watch(client: &mut Certificates) -> EventLog {
+        let mut stream = client
+            .watch_certificates(pb::WatchCertificatesRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        let events = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let recorded = events.clone();
+        let watcher = tokio::spawn(async move {
+            while let Some(Ok(event)) = stream.next().await {
+                recorded.lock().unwrap().push(event);
+            }
+        });
+        EventLog { events, watcher }
+    }
+
+    /// The events so far, oldest first.
+    pub fn events(&self) -> Vec<pb::CertificateEvent> {
+        self.events.lock().unwrap().clone()
+    }
+
+    /// Stops watching (also on drop).
+    pub fn stop(&self) {
+        self.watcher.abort();
+    }
+}
+
+impl Drop for EventLog {
+    fn drop(&mut self) {
+        self.watcher.abort();
+    }
 }
 
 /// A CreateCertificate request for HTTP-01 with the given key type.

@@ -3,20 +3,16 @@
 //! each once; one whose clock jumps past several thresholds gets only the
 //! nearest.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use certfleet_e2e::certfleet_testkit::PebbleOptions;
-use certfleet_e2e::{TestEnv, is_valid, request, wait_for};
-use certfleet_proto::v1::{self as pb, CertificateEvent};
-use futures_util::StreamExt as _;
+use certfleet_e2e::{EventLog, TestEnv, is_valid, request, wait_for};
+use certfleet_proto::v1::{self as pb};
 
 const DAY_MS: i64 = 86_400_000;
 
-fn expiring(events: &Mutex<Vec<CertificateEvent>>, id: &str) -> Vec<String> {
-    events
-        .lock()
-        .unwrap()
+fn expiring(log: &EventLog, id: &str) -> Vec<String> {
+    log.events()
         .iter()
         .filter(|event| {
             event.r#type == pb::EventType::Expiring as i32 && event.certificate_id == id
@@ -25,7 +21,7 @@ fn expiring(events: &Mutex<Vec<CertificateEvent>>, id: &str) -> Vec<String> {
         .collect()
 }
 
-async fn until(events: &Mutex<Vec<CertificateEvent>>, id: &str, count: usize) {
+async fn until(events: &EventLog, id: &str, count: usize) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     while expiring(events, id).len() < count {
         assert!(
@@ -45,18 +41,7 @@ async fn one_warning_per_threshold_and_only_the_nearest_after_a_jump() {
     };
     let env = TestEnv::start(options).await.unwrap();
     let (mut client, _) = env.organization("expiry").await;
-    let events = Arc::new(Mutex::new(Vec::new()));
-    let mut stream = client
-        .watch_certificates(pb::WatchCertificatesRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    let recorded = events.clone();
-    let watcher = tokio::spawn(async move {
-        while let Some(Ok(event)) = stream.next().await {
-            recorded.lock().unwrap().push(event);
-        }
-    });
+    let events = EventLog::watch(&mut client).await;
     // Not renewed automatically, so no newer version ends the warnings.
     let create = |name: &str| {
         let mut create = request(&[name], pb::KeyType::EcdsaP256);
@@ -116,14 +101,11 @@ async fn one_warning_per_threshold_and_only_the_nearest_after_a_jump() {
     );
     assert_eq!(expiring(&events, &second), ["1 day left"]);
     let warning = events
-        .lock()
-        .unwrap()
-        .iter()
+        .events()
+        .into_iter()
         .find(|event| event.r#type == pb::EventType::Expiring as i32)
-        .cloned()
         .unwrap();
     assert_eq!(warning.not_after * 1000, not_after_ms);
     assert_eq!(warning.version, 1);
-    watcher.abort();
     env.stop().await;
 }

@@ -158,9 +158,6 @@ async fn challenges_close_after_validation_and_certificates_expire() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_renewal_failing_near_expiry_warns_before_its_back_off_runs_past_it() {
-    use futures_util::StreamExt as _;
-    use std::sync::{Arc, Mutex};
-
     let env = TestEnv::start(PebbleOptions::default()).await.unwrap();
     let (mut client, _) = env.organization("near-expiry").await;
     let created = client
@@ -171,18 +168,7 @@ async fn a_renewal_failing_near_expiry_warns_before_its_back_off_runs_past_it() 
     let issued = wait_for(&mut client, &created.id, Duration::from_secs(30), is_valid)
         .await
         .unwrap();
-    let events = Arc::new(Mutex::new(Vec::new()));
-    let mut stream = client
-        .watch_certificates(pb::WatchCertificatesRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    let recorded = events.clone();
-    let watcher = tokio::spawn(async move {
-        while let Some(Ok(event)) = stream.next().await {
-            recorded.lock().unwrap().push(event);
-        }
-    });
+    let log = certfleet_e2e::EventLog::watch(&mut client).await;
     // From now on the CA cannot reach the name; the clock goes to half a
     // minute before expiry, so the one-minute back-off ends after it.
     env.pebble
@@ -204,15 +190,13 @@ async fn a_renewal_failing_near_expiry_warns_before_its_back_off_runs_past_it() 
     assert!(failed.next_attempt_at * 1000 > not_after_ms, "{failed:?}");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let warning = loop {
-        let found = events
-            .lock()
-            .unwrap()
-            .iter()
+        let found = log
+            .events()
+            .into_iter()
             // (Besides the scheduler's "1 day left" warning.)
             .find(|event| {
                 event.r#type == pb::EventType::Expiring as i32 && event.reason == "renewal failing"
-            })
-            .cloned();
+            });
         if let Some(found) = found {
             break found;
         }
@@ -229,7 +213,6 @@ async fn a_renewal_failing_near_expiry_warns_before_its_back_off_runs_past_it() 
         "{}",
         warning.error
     );
-    watcher.abort();
     env.stop().await;
 }
 

@@ -3,16 +3,13 @@
 //! event stream.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use certfleet_e2e::certfleet_testkit::{Pebble, PebbleOptions};
 use certfleet_e2e::{DevProcess, bundle, is_valid, organization, request, wait_for};
 use certfleet_proto::v1::{
     self as pb, DeleteCertificateRequest, RenewCertificateRequest, RevokeCertificateRequest,
-    WatchCertificatesRequest,
 };
-use tokio_stream::StreamExt as _;
 
 use crate::leaks::leak_in;
 
@@ -49,18 +46,7 @@ async fn no_private_key_in_plaintext_anywhere() {
     let mut bundle_client = certfleet_e2e::certificates(grpc, &bundle_token).await;
 
     // Record every event the organization's watchers see.
-    let events = Arc::new(Mutex::new(Vec::new()));
-    let mut stream = client
-        .watch_certificates(WatchCertificatesRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    let recorded = events.clone();
-    let watcher = tokio::spawn(async move {
-        while let Some(Ok(event)) = stream.next().await {
-            recorded.lock().unwrap().push(event);
-        }
-    });
+    let log = certfleet_e2e::EventLog::watch(&mut client).await;
 
     let mut keys = Vec::new();
     let mut ids = Vec::new();
@@ -142,9 +128,9 @@ async fn no_private_key_in_plaintext_anywhere() {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(process.terminate().success(), "{}", process.log());
-    watcher.abort();
+    log.stop();
 
-    let events = events.lock().unwrap().clone();
+    let events = log.events();
     let kinds: Vec<i32> = events.iter().map(|event| event.r#type).collect();
     for expected in [
         pb::EventType::Requested,
