@@ -24,11 +24,10 @@
 //!
 //! Run by `deploy/local/bench-budget.sh`.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
-use certfleet_e2e::certfleet_testkit::TestDatabase;
+use certfleet_e2e::certfleet_testkit::{TestDatabase, psql};
 use certfleet_store::{BudgetRule, Store};
 
 const DEFAULT_CALLS: usize = 2_000;
@@ -89,34 +88,6 @@ fn rules(organization: &str, name: &str, domain: &str) -> Vec<BudgetRule> {
     ]
 }
 
-/// Runs `sql` in `url` with `psql`; returns its unaligned, tuples-only output.
-async fn psql(url: &str, sql: &str) -> anyhow::Result<String> {
-    let output = tokio::process::Command::new("psql")
-        .args([
-            url,
-            "--no-psqlrc",
-            "--quiet",
-            "--no-align",
-            "--tuples-only",
-            "--set",
-            "ON_ERROR_STOP=1",
-            "--command",
-            sql,
-        ])
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .context("running psql")?;
-    if !output.status.success() {
-        bail!(
-            "psql failed ({}): {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8(output.stdout)?)
-}
 
 /// The kind and scope of pre-filled event `k` (a quarter per kind).
 fn prefill_event(k: u64) -> (&'static str, String) {

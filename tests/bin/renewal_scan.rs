@@ -21,7 +21,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
-use certfleet_e2e::certfleet_testkit::{TestDatabase, TestVhost};
+use certfleet_e2e::certfleet_testkit::{TestDatabase, TestVhost, psql};
 use certfleet_store::Store;
 
 const DEFAULT_SIZES: &str = "100000,1000000";
@@ -80,34 +80,6 @@ fn median_f64(mut values: Vec<f64>) -> f64 {
     values.get(values.len() / 2).copied().unwrap_or_default()
 }
 
-/// Runs `sql` in `url` with `psql`; returns its unaligned, tuples-only output.
-async fn psql(url: &str, sql: &str) -> anyhow::Result<String> {
-    let output = tokio::process::Command::new("psql")
-        .args([
-            url,
-            "--no-psqlrc",
-            "--quiet",
-            "--no-align",
-            "--tuples-only",
-            "--set",
-            "ON_ERROR_STOP=1",
-            "--command",
-            sql,
-        ])
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .context("running psql")?;
-    if !output.status.success() {
-        bail!(
-            "psql failed ({}): {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8(output.stdout)?)
-}
 
 /// Fills the migrated database with `certificates` rows and analyzes it.
 async fn load(url: &str, certificates: u64, now: i64) -> anyhow::Result<Duration> {

@@ -85,6 +85,8 @@ fn psql_arguments(admin_url: &str, statement: &str) -> Vec<String> {
         admin_url,
         "--no-psqlrc",
         "--quiet",
+        "--no-align",
+        "--tuples-only",
         "--set",
         "ON_ERROR_STOP=1",
         "--command",
@@ -95,9 +97,15 @@ fn psql_arguments(admin_url: &str, statement: &str) -> Vec<String> {
 }
 
 async fn run_psql(admin_url: &str, statement: &str) -> anyhow::Result<()> {
+    psql(admin_url, statement).await.map(drop)
+}
+
+/// Runs `statement` in the database at `url` with `psql` and returns its
+/// output (unaligned, tuples only); a failure says what psql said.
+pub async fn psql(url: &str, statement: &str) -> anyhow::Result<String> {
     let psql = require_program("psql")?;
     let output = tokio::process::Command::new(psql)
-        .args(psql_arguments(admin_url, statement))
+        .args(psql_arguments(url, statement))
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .output()
@@ -105,12 +113,12 @@ async fn run_psql(admin_url: &str, statement: &str) -> anyhow::Result<()> {
         .context("running psql")?;
     if !output.status.success() {
         bail!(
-            "psql {admin_url} failed ({}): {}; is PostgreSQL running? run deploy/local/install-deps.sh",
+            "psql {url} failed ({}): {}; is PostgreSQL running? run deploy/local/install-deps.sh",
             output.status,
             String::from_utf8_lossy(&output.stderr).trim()
         );
     }
-    Ok(())
+    Ok(String::from_utf8(output.stdout)?)
 }
 
 /// `url` with its database path replaced by `database`, query kept.

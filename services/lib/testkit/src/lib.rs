@@ -19,7 +19,7 @@ mod rabbitmq;
 
 pub use bind::{Bind, BindZone};
 pub use cloudflare::FakeCloudflare;
-pub use database::TestDatabase;
+pub use database::{TestDatabase, psql};
 pub use moto::Moto;
 pub use pebble::{Pebble, PebbleOptions};
 pub use powerdns::PowerDns;
