@@ -88,7 +88,6 @@ fn rules(organization: &str, name: &str, domain: &str) -> Vec<BudgetRule> {
     ]
 }
 
-
 /// The kind and scope of pre-filled event `k` (a quarter per kind).
 fn prefill_event(k: u64) -> (&'static str, String) {
     // (k / 4), not k: with k % 4 picking the kind, k % 1000 would put each

@@ -80,7 +80,6 @@ fn median_f64(mut values: Vec<f64>) -> f64 {
     values.get(values.len() / 2).copied().unwrap_or_default()
 }
 
-
 /// Fills the migrated database with `certificates` rows and analyzes it.
 async fn load(url: &str, certificates: u64, now: i64) -> anyhow::Result<Duration> {
     let started = Instant::now();

@@ -8,8 +8,33 @@ use std::time::Duration;
 
 use certfleet_e2e::certfleet_testkit::PebbleOptions;
 use certfleet_e2e::certfleet_testkit::acme_front::AcmeFront;
-use certfleet_e2e::{TestEnv, is_valid, request, wait_for};
+use certfleet_e2e::{Certificates, TestEnv, is_valid, request, wait_for};
 use certfleet_proto::v1::{self as pb};
+
+/// Requests an HTTP-01 certificate for `name` and waits until it is valid.
+async fn issue(client: &mut Certificates, name: &str) -> pb::Certificate {
+    let id = client
+        .create_certificate(request(&[name], pb::KeyType::EcdsaP256))
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    wait_for(client, &id, Duration::from_secs(30), is_valid)
+        .await
+        .unwrap()
+}
+
+/// In how many milliseconds of the certfleet clock the CA's window of
+/// `certificate` is fetched again.
+async fn ari_recheck_in_ms(env: &TestEnv, certificate: &pb::Certificate) -> i64 {
+    let store = &env.embedded.as_ref().unwrap().store;
+    let row = store
+        .get_certificate(&certificate.organization_id, &certificate.id)
+        .await
+        .unwrap()
+        .unwrap();
+    row.ari_next_at.unwrap() - env.clock_now_ms()
+}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn renewal_follows_the_cas_window_and_names_what_it_replaces() {
@@ -23,15 +48,8 @@ async fn renewal_follows_the_cas_window_and_names_what_it_replaces() {
     let front = env.front.as_ref().unwrap();
     front.set_retry_after(120);
     let (mut client, mut bundles) = env.organization("ari").await;
-    let id = client
-        .create_certificate(request(&["ari.test"], pb::KeyType::EcdsaP256))
-        .await
-        .unwrap()
-        .into_inner()
-        .id;
-    let issued = wait_for(&mut client, &id, Duration::from_secs(30), is_valid)
-        .await
-        .unwrap();
+    let issued = issue(&mut client, "ari.test").await;
+    let id = issued.id.clone();
     let first = issued.current.clone().unwrap();
     let leaf = certfleet_e2e::bundle(&mut bundles, &id)
         .await
@@ -61,13 +79,7 @@ async fn renewal_follows_the_cas_window_and_names_what_it_replaces() {
     );
     assert!(issued.renew_reason.contains("(ARI)"));
     assert_eq!(front.renewal_info_requests(&cert_id), 1);
-    let store = &env.embedded.as_ref().unwrap().store;
-    let row = store
-        .get_certificate(&issued.organization_id, &id)
-        .await
-        .unwrap()
-        .unwrap();
-    let recheck_in = row.ari_next_at.unwrap() - env.clock_now_ms();
+    let recheck_in = ari_recheck_in_ms(&env, &issued).await;
     assert!(
         (100_000..=121_000).contains(&recheck_in),
         "asked again at the CA's Retry-After: {recheck_in} ms"
@@ -111,22 +123,8 @@ async fn a_long_retry_after_is_capped_at_twelve_hours() {
     let front = env.front.as_ref().unwrap();
     front.set_retry_after(3 * 86_400);
     let (mut client, _) = env.organization("ari-cap").await;
-    let id = client
-        .create_certificate(request(&["cap.ari.test"], pb::KeyType::EcdsaP256))
-        .await
-        .unwrap()
-        .into_inner()
-        .id;
-    let issued = wait_for(&mut client, &id, Duration::from_secs(30), is_valid)
-        .await
-        .unwrap();
-    let store = &env.embedded.as_ref().unwrap().store;
-    let row = store
-        .get_certificate(&issued.organization_id, &id)
-        .await
-        .unwrap()
-        .unwrap();
-    let recheck_in = row.ari_next_at.unwrap() - env.clock_now_ms();
+    let issued = issue(&mut client, "cap.ari.test").await;
+    let recheck_in = ari_recheck_in_ms(&env, &issued).await;
     assert!(
         recheck_in <= 12 * 3_600_000 && recheck_in > 11 * 3_600_000,
         "at least twice a day: {recheck_in} ms"
@@ -138,15 +136,7 @@ async fn a_long_retry_after_is_capped_at_twelve_hours() {
 async fn without_ari_the_lifetime_rule_applies_and_says_so() {
     let env = TestEnv::start(PebbleOptions::default()).await.unwrap();
     let (mut client, _) = env.organization("no-ari").await;
-    let id = client
-        .create_certificate(request(&["plain.ari.test"], pb::KeyType::EcdsaP256))
-        .await
-        .unwrap()
-        .into_inner()
-        .id;
-    let issued = wait_for(&mut client, &id, Duration::from_secs(30), is_valid)
-        .await
-        .unwrap();
+    let issued = issue(&mut client, "plain.ari.test").await;
     let version = issued.current.unwrap();
     assert_eq!(version.ari_window_start, 0);
     assert!(
