@@ -1,6 +1,6 @@
 //! Rate-limit budgets kept per CA in the database: three issuer processes,
 //! each allowed 3 new certificates per registered domain per hour
-//! (`CERTFLEET_RATE_LIMIT=certificates-per-domain=3/1h`), are handed 8
+//! (`--rate-limit certificates-per-domain=3/1h`), are handed 8
 //! certificates under `budget.test` at once. Together they order exactly 3
 //! at Pebble; the other 5 stay `pending`, saying why and until when (the
 //! window frees in an hour), and stay so: nobody exceeds the budget. Pebble
@@ -159,25 +159,23 @@ async fn three_issuers_together_never_exceed_the_registered_domain_budget() {
             )
             .unwrap(),
     ];
-    // The issuers get the stack's settings plus the budget.
-    let mut issuer_env = stack.env.clone();
-    issuer_env.push(("CERTFLEET_RATE_LIMIT".to_owned(), RATE_LIMIT.to_owned()));
+    // The issuers get the budget on their command line (over the stack's
+    // CERTFLEET_RATE_LIMIT=off).
     for index in 0..3 {
-        let health = loopback(free_port());
-        let process = RoleProcess::spawn(
-            "certfleet-issuer",
-            &format!("issuer-{index}"),
-            &strings(&[
-                "--http01-self-check-addr",
-                &http01.to_string(),
-                "--health-listen",
-                &health.to_string(),
-            ]),
-            &issuer_env,
-            stack.logs.path(),
-        )
-        .unwrap();
-        processes.push((process, health));
+        processes.push(
+            stack
+                .spawn(
+                    "certfleet-issuer",
+                    &format!("issuer-{index}"),
+                    strings(&[
+                        "--http01-self-check-addr",
+                        &http01.to_string(),
+                        "--rate-limit",
+                        RATE_LIMIT,
+                    ]),
+                )
+                .unwrap(),
+        );
     }
     processes.push(
         stack
