@@ -16,6 +16,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "certfleet/v1/organizations.proto",
         "certfleet/v1/events.proto",
         "certfleet/v1/dns_providers.proto",
+        "certfleet/v1/notifications.proto",
     ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");

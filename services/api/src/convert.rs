@@ -178,6 +178,7 @@ pub fn certificate_to_proto(
         renew_reason: row.renew_reason.clone().unwrap_or_default(),
         waiting_reason: row.waiting_reason.clone().unwrap_or_default(),
         profile: row.profile.clone().unwrap_or_default(),
+        installations: Vec::new(),
     }
 }
 

@@ -1,7 +1,8 @@
 //! Table and JSON renderings of API messages.
 
 use certfleet_proto::v1::{
-    Certificate, CertificateStatus, CertificateVersion, ChallengeType, KeyType, Organization,
+    Certificate, CertificateStatus, CertificateVersion, ChallengeType, Installation, KeyType,
+    Organization,
 };
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -108,6 +109,17 @@ pub(crate) fn certificate_json(certificate: &Certificate) -> Value {
         "attempts": certificate.attempts,
         "last_error": certificate.last_error,
         "current": certificate.current.as_ref().map(version_json),
+        "installations": certificate.installations.iter().map(|installation| json!({
+            "agent": installation.agent,
+            "host": installation.host,
+            "target": installation.target,
+            "version": installation.version,
+            "serial": installation.serial,
+            "ok": installation.ok,
+            "error": installation.error,
+            "verified_at": timestamp(installation.verified_at),
+            "updated_at": timestamp(installation.updated_at),
+        })).collect::<Vec<_>>(),
         "created_at": timestamp(certificate.created_at),
         "updated_at": timestamp(certificate.updated_at),
     })
@@ -121,6 +133,27 @@ pub(crate) fn organization_json(organization: &Organization) -> Value {
         "contact_email": organization.contact_email,
         "created_at": timestamp(organization.created_at),
     })
+}
+
+/// One agent's report: where, which version, and whether the proxy serves it.
+fn installation_line(installation: &Installation) -> String {
+    let place = format!(
+        "{} on {} ({}), version {}",
+        installation.target, installation.host, installation.agent, installation.version
+    );
+    if installation.ok {
+        format!(
+            "{place}: serving serial {}, verified {}",
+            installation.serial,
+            timestamp(installation.verified_at)
+        )
+    } else {
+        format!(
+            "{place}: FAILED at {}: {}",
+            timestamp(installation.updated_at),
+            installation.error
+        )
+    }
 }
 
 /// Key/value lines describing one certificate.
@@ -188,6 +221,9 @@ pub(crate) fn certificate_details(certificate: &Certificate) -> String {
     }
     if !certificate.last_error.is_empty() {
         lines.push(format!("last error:  {}", certificate.last_error));
+    }
+    for installation in &certificate.installations {
+        lines.push(format!("installed:   {}", installation_line(installation)));
     }
     lines.join("\n")
 }

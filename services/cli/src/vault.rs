@@ -486,6 +486,9 @@ async fn context_of(
             EncryptionContext::dns_provider(&row.organization_id, &row.resource_id)
         }
         SealedColumn::EabHmac => EncryptionContext::eab(&row.organization_id, &row.resource_id),
+        SealedColumn::NotificationChannelSecrets => {
+            EncryptionContext::notification_channel(&row.organization_id, &row.resource_id)
+        }
     })
 }
 

@@ -1,8 +1,10 @@
 //! CertificateService: the certificates of the caller's organization. Every
 //! store call is scoped by the caller's organization, so another organization's
 //! certificate is answered exactly like a missing one. A platform agent token
-//! reads in the organization its request names.
+//! reads in the organization its request names, and alone reports
+//! installations and reads open HTTP-01 challenges.
 
+mod agents;
 mod read;
 mod write;
 
@@ -173,5 +175,32 @@ impl CertificateService for CertificateApi {
             .caller(&request, Role::Read, &request.get_ref().organization)
             .await?;
         Ok(Response::new(self.watch(caller)))
+    }
+
+    async fn report_installation(
+        &self,
+        request: Request<pb::ReportInstallationRequest>,
+    ) -> Result<Response<pb::Installation>, Status> {
+        let caller = self
+            .caller(&request, Role::Agent, &request.get_ref().organization)
+            .await?;
+        let installation = self
+            .report_installation(&caller, request.into_inner())
+            .await?;
+        Ok(Response::new(installation))
+    }
+
+    async fn list_http_challenges(
+        &self,
+        request: Request<pb::ListHttpChallengesRequest>,
+    ) -> Result<Response<pb::ListHttpChallengesResponse>, Status> {
+        let principal = self.auth.authenticate(request.metadata()).await?;
+        if principal.organization_id.is_some() || principal.role != Role::Agent {
+            return Err(ApiError::PermissionDenied(
+                "this call needs a platform agent token".to_owned(),
+            )
+            .into());
+        }
+        Ok(Response::new(self.http_challenges().await?))
     }
 }

@@ -61,7 +61,18 @@ impl CertificateApi {
         let current = self
             .current_version(&caller.organization_id, &certificate)
             .await?;
-        Ok(certificate_to_proto(&certificate, current.as_ref()))
+        let installations = self
+            .state
+            .store
+            .installations(&caller.organization_id, &certificate.id)
+            .await
+            .map_err(|error| ApiError::store("list installations", error))?;
+        let mut shown = certificate_to_proto(&certificate, current.as_ref());
+        shown.installations = installations
+            .iter()
+            .map(super::agents::installation_to_proto)
+            .collect();
+        Ok(shown)
     }
 
     pub(super) async fn list(

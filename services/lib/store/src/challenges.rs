@@ -52,6 +52,35 @@ impl Store {
         })
     }
 
+    /// HTTP-01 challenges of every organization waiting to be answered that
+    /// changed after `since_ms`, oldest first: (name, token, key
+    /// authorization), for agents that serve them from a webroot.
+    pub async fn open_http01_challenges(
+        &self,
+        since_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<(String, String, String)>, StoreError> {
+        // Literal SQL, so both databases use the partial index of migration 000013.
+        let open = diesel::dsl::sql::<diesel::sql_types::Bool>(
+            "acme_challenges.challenge_type = 'http-01' \
+             AND acme_challenges.status IN ('pending', 'processing')",
+        );
+        with_conn!(self, |conn| {
+            Ok(acme_challenges::table
+                .filter(open)
+                .filter(acme_challenges::updated_at.gt(since_ms))
+                .order(acme_challenges::updated_at.asc())
+                .limit(limit)
+                .select((
+                    acme_challenges::name,
+                    acme_challenges::token,
+                    acme_challenges::key_authorization,
+                ))
+                .load(conn)
+                .await?)
+        })
+    }
+
     /// Sets the status of the challenges of one authorization.
     pub async fn set_challenge_status(
         &self,

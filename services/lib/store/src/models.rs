@@ -4,7 +4,8 @@ use diesel::prelude::*;
 
 use crate::schema::{
     acme_accounts, acme_challenges, api_tokens, audit_log, certificate_versions, certificates,
-    dns_providers, eab_credentials, organizations, outbox,
+    dns_providers, eab_credentials, installations, notification_channels, notifications_sent,
+    organizations, outbox,
 };
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
@@ -269,4 +270,66 @@ impl AuditEntry {
 pub struct Effects {
     pub outbox: Vec<OutboxMessage>,
     pub audit: Vec<AuditEntry>,
+}
+
+/// A notification channel of an organization. `kind` is `email` or
+/// `webhook`; `settings` the JSON object of its plain settings;
+/// `secrets_sealed` the vault-sealed JSON object of its secret ones (SMTP
+/// password, webhook signing secret), when it has any.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(treat_none_as_default_value = false)]
+#[diesel(table_name = notification_channels)]
+pub struct NotificationChannelRow {
+    pub id: String,
+    pub organization_id: String,
+    pub name: String,
+    pub kind: String,
+    pub settings: String,
+    pub secrets_sealed: Option<Vec<u8>>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub deleted_at: Option<i64>,
+}
+
+/// One notification: an event to deliver to one channel, and how that went.
+/// `status` is `pending` (to be sent at `next_attempt_at`), `sent`, or
+/// `failed` (given up after the last attempt, or the channel was deleted).
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(treat_none_as_default_value = false)]
+#[diesel(table_name = notifications_sent)]
+pub struct NotificationRow {
+    pub event_id: String,
+    pub channel_id: String,
+    pub organization_id: String,
+    pub certificate_id: String,
+    /// The lifecycle event, protobuf-encoded.
+    pub event: Vec<u8>,
+    pub status: String,
+    pub attempts: i32,
+    pub next_attempt_at: Option<i64>,
+    pub claimed_until: Option<i64>,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub sent_at: Option<i64>,
+}
+
+/// What one proxy agent last reported for a certificate.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(treat_none_as_default_value = false)]
+#[diesel(table_name = installations)]
+pub struct InstallationRow {
+    pub certificate_id: String,
+    /// The agent's name (unique per proxy host and target).
+    pub agent: String,
+    pub organization_id: String,
+    pub host: String,
+    /// `nginx`, `traefik` or `caddy`.
+    pub target: String,
+    pub version: i32,
+    pub serial: String,
+    /// Installed, and the served leaf matched the version's fingerprint.
+    pub ok: bool,
+    pub error: Option<String>,
+    pub verified_at: Option<i64>,
+    pub updated_at: i64,
 }

@@ -223,6 +223,53 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    notification_channels (id) {
+        id -> Text,
+        organization_id -> Text,
+        name -> Text,
+        kind -> Text,
+        settings -> Text,
+        secrets_sealed -> Nullable<Binary>,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+        deleted_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    notifications_sent (event_id, channel_id) {
+        event_id -> Text,
+        channel_id -> Text,
+        organization_id -> Text,
+        certificate_id -> Text,
+        event -> Binary,
+        status -> Text,
+        attempts -> Integer,
+        next_attempt_at -> Nullable<BigInt>,
+        claimed_until -> Nullable<BigInt>,
+        last_error -> Nullable<Text>,
+        created_at -> BigInt,
+        sent_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    installations (certificate_id, agent) {
+        certificate_id -> Text,
+        agent -> Text,
+        organization_id -> Text,
+        host -> Text,
+        target -> Text,
+        version -> Integer,
+        serial -> Text,
+        ok -> Bool,
+        error -> Nullable<Text>,
+        verified_at -> Nullable<BigInt>,
+        updated_at -> BigInt,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     organizations,
     api_tokens,
@@ -236,4 +283,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     leases,
     audit_log,
     expiry_warnings,
+    notification_channels,
+    notifications_sent,
+    installations,
 );

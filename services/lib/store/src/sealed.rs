@@ -8,6 +8,7 @@ use diesel_async::RunQueryDsl;
 
 use crate::schema::{
     acme_accounts, certificate_versions, certificates, dns_providers, eab_credentials,
+    notification_channels,
 };
 use crate::{Store, StoreError, with_conn};
 
@@ -24,15 +25,18 @@ pub enum SealedColumn {
     DnsProviderSecrets,
     /// `eab_credentials.hmac_sealed`: an External Account Binding's HMAC key.
     EabHmac,
+    /// `notification_channels.secrets_sealed`: a channel's secret settings.
+    NotificationChannelSecrets,
 }
 
 impl SealedColumn {
-    pub const ALL: [SealedColumn; 5] = [
+    pub const ALL: [SealedColumn; 6] = [
         SealedColumn::VersionKey,
         SealedColumn::PendingKey,
         SealedColumn::AcmeAccount,
         SealedColumn::DnsProviderSecrets,
         SealedColumn::EabHmac,
+        SealedColumn::NotificationChannelSecrets,
     ];
 
     /// `table.column`, for progress and error messages.
@@ -43,6 +47,7 @@ impl SealedColumn {
             SealedColumn::AcmeAccount => "acme_accounts.credentials_sealed",
             SealedColumn::DnsProviderSecrets => "dns_providers.secrets_sealed",
             SealedColumn::EabHmac => "eab_credentials.hmac_sealed",
+            SealedColumn::NotificationChannelSecrets => "notification_channels.secrets_sealed",
         }
     }
 }
@@ -58,7 +63,8 @@ pub struct SealedRow {
     pub id: String,
     pub organization_id: String,
     /// The context's resource: the certificate id (keys), the directory URL
-    /// (ACME accounts, EAB keys) or the provider id (DNS providers).
+    /// (ACME accounts, EAB keys) or the provider or channel id (DNS providers,
+    /// notification channels).
     pub resource_id: String,
     /// A version key's version number (its context names it).
     pub version: Option<i32>,
@@ -155,6 +161,22 @@ impl Store {
                         .load(conn)
                         .await?
                 }
+                SealedColumn::NotificationChannelSecrets => {
+                    notification_channels::table
+                        .filter(notification_channels::id.gt(after))
+                        .filter(notification_channels::secrets_sealed.is_not_null())
+                        .order(notification_channels::id)
+                        .limit(limit)
+                        .select((
+                            notification_channels::id,
+                            notification_channels::organization_id,
+                            notification_channels::id,
+                            no_version(),
+                            notification_channels::secrets_sealed.assume_not_null(),
+                        ))
+                        .load(conn)
+                        .await?
+                }
             }
         });
         Ok(rows
@@ -237,6 +259,16 @@ impl Store {
                             .filter(eab_credentials::hmac_sealed.eq(old)),
                     )
                     .set(eab_credentials::hmac_sealed.eq(new))
+                    .execute(conn)
+                    .await?
+                }
+                SealedColumn::NotificationChannelSecrets => {
+                    diesel::update(
+                        notification_channels::table
+                            .filter(notification_channels::id.eq(id))
+                            .filter(notification_channels::secrets_sealed.eq(old)),
+                    )
+                    .set(notification_channels::secrets_sealed.eq(new))
                     .execute(conn)
                     .await?
                 }

@@ -6,6 +6,7 @@ const PURPOSE_CERTIFICATE_KEY: &str = "certificate-key";
 const PURPOSE_ACME_ACCOUNT: &str = "acme-account";
 const PURPOSE_DNS_PROVIDER: &str = "dns-provider";
 const PURPOSE_EAB_HMAC: &str = "eab-hmac";
+const PURPOSE_NOTIFICATION_CHANNEL: &str = "notification-channel";
 const CANONICAL_TAG: &[u8] = b"certfleet-ctx-v1";
 
 /// The owner and use of a secret. Opening requires the same context that sealed it.
@@ -77,6 +78,15 @@ impl EncryptionContext {
         provider_id: impl Into<String>,
     ) -> Self {
         Self::new(organization_id, PURPOSE_DNS_PROVIDER, provider_id)
+    }
+
+    /// The context of a notification channel's secret settings (SMTP
+    /// password, webhook signing secret).
+    pub fn notification_channel(
+        organization_id: impl Into<String>,
+        channel_id: impl Into<String>,
+    ) -> Self {
+        Self::new(organization_id, PURPOSE_NOTIFICATION_CHANNEL, channel_id)
     }
 
     /// The context of an organization's External Account Binding HMAC key

@@ -40,6 +40,7 @@ mod eab;
 mod expiry;
 mod leases;
 mod lifecycle;
+mod notifications;
 mod organizations;
 mod races;
 mod restore;
