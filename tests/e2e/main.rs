@@ -20,6 +20,7 @@ mod kms;
 mod leaks;
 mod lifecycle;
 mod outage;
+mod proxy_nginx;
 mod rate_limits;
 mod rate_limits_distributed;
 mod renew_due;

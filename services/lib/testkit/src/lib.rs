@@ -7,25 +7,33 @@
 
 pub mod acme_front;
 mod bind;
+mod caddy;
 mod cloudflare;
 mod database;
 mod listener;
 mod moto;
+mod nginx;
 mod pebble;
 mod powerdns;
 mod process;
 mod proxy;
 mod rabbitmq;
+mod smtp;
+mod webhook;
 
 pub use bind::{Bind, BindZone};
+pub use caddy::Caddy;
 pub use cloudflare::FakeCloudflare;
 pub use database::{TestDatabase, psql};
 pub use moto::Moto;
+pub use nginx::Nginx;
 pub use pebble::{Pebble, PebbleOptions};
 pub use powerdns::PowerDns;
 pub use process::grpcurl_path;
 pub use proxy::TcpProxy;
 pub use rabbitmq::TestVhost;
+pub use smtp::{ReceivedMail, SmtpSink, SmtpTls};
+pub use webhook::{RecordedRequest, WebhookReceiver};
 
 /// A TCP port on 127.0.0.1 that nothing listened on a moment ago.
 ///

@@ -14,12 +14,14 @@ use crate::BusError;
 mod consumer;
 mod events;
 mod publisher;
+mod queue;
 mod topology;
 
 pub(crate) use consumer::RabbitSettle;
 pub use consumer::{DEFAULT_PREFETCH, RabbitJobs};
 pub use events::RabbitEvents;
 pub use publisher::RabbitPublisher;
+pub use queue::DurableEvents;
 pub use topology::{
     DEAD_LETTER_EXCHANGE, DEAD_QUEUE, EVENTS_EXCHANGE, JOBS_EXCHANGE, JobQueue, Topology,
 };

@@ -1,0 +1,188 @@
+//! A throwaway nginx serving HTTPS on a free loopback port, whose
+//! configuration includes `<certfleet_dir>/servers/*.conf` the way an
+//! operator's `http {}` block would for certfleet's nginx target.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use tokio::process::Child;
+
+use crate::bind::daemon::{StartFailure, find_program, runs_as_root};
+use crate::free_port;
+use crate::listener::ListenerCertificates;
+use crate::process::{child_command, log_tail, spawn_logged, write_file};
+
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+const START_ATTEMPTS: usize = 3;
+const LOG_TAIL_LINES: usize = 30;
+
+/// A running nginx master (`daemon off`), killed on drop with its workers;
+/// its prefix directory is removed on drop.
+///
+/// A default server on [`address`](Self::address) answers every name that
+/// no generated server block claims, with a throwaway `localhost`
+/// certificate.
+#[derive(Debug)]
+pub struct Nginx {
+    // The child first: it is dropped (killed) before the directory goes.
+    nginx: Child,
+    prefix: tempfile::TempDir,
+    program: PathBuf,
+    port: u16,
+}
+
+impl Nginx {
+    /// Starts nginx and waits (up to 20 s) until it accepts connections.
+    pub async fn start() -> anyhow::Result<Nginx> {
+        let program = find_program("nginx")?;
+        let mut last_error = None;
+        for _ in 0..START_ATTEMPTS {
+            match Self::start_once(&program).await {
+                Ok(nginx) => return Ok(nginx),
+                Err(StartFailure::PortTaken(error)) => last_error = Some(error),
+                Err(StartFailure::Fatal(error)) => return Err(error),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| anyhow::anyhow!("nginx did not start")))
+    }
+
+    async fn start_once(program: &Path) -> Result<Nginx, StartFailure> {
+        let prefix = tempfile::Builder::new()
+            .prefix("certfleet-nginx-")
+            .tempdir()
+            .context("creating the nginx prefix directory")?;
+        let dir = prefix.path();
+        let certificates = ListenerCertificates::generate()?;
+        write_file(&dir.join("default.pem"), &certificates.certificate_pem)?;
+        write_file(&dir.join("default-key.pem"), &certificates.private_key_pem)?;
+        std::fs::create_dir_all(dir.join("certfleet/servers"))
+            .context("creating the servers directory")?;
+        std::fs::create_dir_all(dir.join("temp")).context("creating the temp directory")?;
+        let port = free_port();
+        write_file(
+            &dir.join("nginx.conf"),
+            &nginx_conf(dir, port, runs_as_root(dir)),
+        )?;
+        let mut command = child_command(program, false);
+        command.args(args(dir));
+        let nginx = spawn_logged(command, dir, "nginx")?;
+        let mut running = Nginx {
+            nginx,
+            prefix,
+            program: program.to_owned(),
+            port,
+        };
+        running.wait_until_ready().await?;
+        Ok(running)
+    }
+
+    async fn wait_until_ready(&mut self) -> Result<(), StartFailure> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(status) = self.nginx.try_wait().context("polling nginx")? {
+                let logs = self.logs();
+                let error = anyhow::anyhow!("nginx exited during start-up ({status})\n{logs}");
+                return Err(if logs.contains("Address already in use") {
+                    StartFailure::PortTaken(error)
+                } else {
+                    StartFailure::Fatal(error)
+                });
+            }
+            if tokio::net::TcpStream::connect(self.address()).await.is_ok() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(StartFailure::Fatal(anyhow::anyhow!(
+                    "nginx did not listen on {} within {} s\n{}",
+                    self.address(),
+                    START_TIMEOUT.as_secs(),
+                    self.logs()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Where nginx serves HTTPS.
+    pub fn address(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+    }
+
+    /// A `listen` parameter for generated server blocks on [`address`](Self::address).
+    pub fn listen(&self) -> String {
+        format!("127.0.0.1:{} ssl", self.port)
+    }
+
+    /// The nginx binary.
+    pub fn program(&self) -> &Path {
+        &self.program
+    }
+
+    /// Arguments that select this instance, for `nginx ARGS -t` and
+    /// `nginx ARGS -s reload`.
+    pub fn args(&self) -> Vec<String> {
+        args(self.prefix.path())
+    }
+
+    /// The directory whose `servers/*.conf` the configuration includes.
+    pub fn certfleet_dir(&self) -> PathBuf {
+        self.prefix.path().join("certfleet")
+    }
+
+    /// The prefix directory (configuration, pid file, `nginx.log`).
+    pub fn prefix(&self) -> &Path {
+        self.prefix.path()
+    }
+
+    /// The last lines of nginx's log, for test failure messages.
+    pub fn logs(&self) -> String {
+        format!(
+            "--- nginx.log\n{}",
+            log_tail(&self.prefix.path().join("nginx.log"), LOG_TAIL_LINES)
+        )
+    }
+}
+
+fn args(dir: &Path) -> Vec<String> {
+    vec![
+        "-p".to_owned(),
+        format!("{}/", dir.display()),
+        "-c".to_owned(),
+        dir.join("nginx.conf").display().to_string(),
+        "-e".to_owned(),
+        "stderr".to_owned(),
+    ]
+}
+
+fn nginx_conf(dir: &Path, port: u16, as_root: bool) -> String {
+    let dir = dir.display();
+    // As root the workers would otherwise switch to nobody, who cannot enter
+    // the private prefix directory.
+    let user = if as_root { "user root;\n" } else { "" };
+    format!(
+        r#"{user}worker_processes 1;
+daemon off;
+pid {dir}/nginx.pid;
+error_log stderr notice;
+events {{ worker_connections 128; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/temp/body;
+    proxy_temp_path {dir}/temp/proxy;
+    fastcgi_temp_path {dir}/temp/fastcgi;
+    uwsgi_temp_path {dir}/temp/uwsgi;
+    scgi_temp_path {dir}/temp/scgi;
+    server {{
+        listen 127.0.0.1:{port} ssl default_server;
+        server_name _;
+        ssl_certificate {dir}/default.pem;
+        ssl_certificate_key {dir}/default-key.pem;
+        return 404;
+    }}
+    include {dir}/certfleet/servers/*.conf;
+}}
+"#
+    )
+}
