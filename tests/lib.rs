@@ -18,6 +18,7 @@ use certfleet_cli::embedded::{self, Embedded, EmbeddedConfig};
 use certfleet_core::ManualClock;
 use certfleet_proto::v1::certificate_service_client::CertificateServiceClient;
 use certfleet_proto::v1::dns_provider_service_client::DnsProviderServiceClient;
+use certfleet_proto::v1::notification_service_client::NotificationServiceClient;
 use certfleet_proto::v1::organization_service_client::OrganizationServiceClient;
 use certfleet_proto::v1::{
     self as pb, Certificate, CertificateBundle, CreateApiTokenRequest, CreateCertificateRequest,
@@ -40,6 +41,7 @@ mod roles;
 pub type Certificates = CertificateServiceClient<InterceptedService<Channel, Bearer>>;
 pub type Organizations = OrganizationServiceClient<InterceptedService<Channel, Bearer>>;
 pub type DnsProviders = DnsProviderServiceClient<InterceptedService<Channel, Bearer>>;
+pub type Notifications = NotificationServiceClient<InterceptedService<Channel, Bearer>>;
 
 pub async fn channel(address: SocketAddr) -> Channel {
     Channel::from_shared(format!("http://{address}"))
@@ -51,6 +53,10 @@ pub async fn channel(address: SocketAddr) -> Channel {
 
 fn bearer(token: &str) -> Bearer {
     Bearer::new(token).unwrap()
+}
+
+pub async fn notifications(address: SocketAddr, token: &str) -> Notifications {
+    NotificationServiceClient::with_interceptor(channel(address).await, bearer(token))
 }
 
 pub async fn certificates(address: SocketAddr, token: &str) -> Certificates {

@@ -23,5 +23,5 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 # The end-to-end tests run the `certfleet` binary itself (crash and restart)
 # and the four binaries of the distributed mode.
-cargo build -p certfleet -p certfleet-api-bin -p certfleet-responder-bin -p certfleet-issuer -p certfleet-scheduler -p certfleet-agent
+cargo build -p certfleet -p certfleet-api-bin -p certfleet-responder-bin -p certfleet-issuer -p certfleet-scheduler -p certfleet-agent -p certfleet-notifier
 cargo nextest run --workspace --no-fail-fast "$@"

@@ -24,6 +24,10 @@ pub enum ApiError {
     /// (and the value, unless it is a secret).
     #[error(transparent)]
     InvalidSetting(#[from] SettingError),
+    /// A notification channel setting was rejected; the message names the
+    /// setting and the value (never a secret's value).
+    #[error(transparent)]
+    InvalidChannel(#[from] certfleet_notify::ValidationError),
     #[error("{0}")]
     NotFound(String),
     #[error("{message}")]
@@ -116,6 +120,7 @@ impl From<ApiError> for Status {
         match error {
             ApiError::InvalidArgument(input) => Status::invalid_argument(input.to_string()),
             ApiError::InvalidSetting(setting) => Status::invalid_argument(setting.to_string()),
+            ApiError::InvalidChannel(setting) => Status::invalid_argument(setting.to_string()),
             ApiError::NotFound(message) => Status::not_found(message),
             ApiError::AlreadyExists {
                 message,

@@ -1,5 +1,5 @@
 //! certfleet-api: the gRPC front door. CertificateService and
-//! DnsProviderService for organization tokens, OrganizationService for
+//! DnsProviderService and NotificationService for organization tokens, OrganizationService for
 //! platform admin tokens, gRPC health and server reflection (v1 and v1alpha).
 
 pub mod auth;
@@ -7,6 +7,7 @@ mod certificates;
 mod convert;
 mod dns_providers;
 mod error;
+mod notifications;
 mod organizations;
 
 use std::future::Future;
@@ -17,6 +18,7 @@ use certfleet_core::Clock;
 use certfleet_proto::v1::FILE_DESCRIPTOR_SET;
 use certfleet_proto::v1::certificate_service_server::CertificateServiceServer;
 use certfleet_proto::v1::dns_provider_service_server::DnsProviderServiceServer;
+use certfleet_proto::v1::notification_service_server::NotificationServiceServer;
 use certfleet_proto::v1::organization_service_server::OrganizationServiceServer;
 use certfleet_store::Store;
 use certfleet_vault::Vault;
@@ -29,6 +31,7 @@ pub use auth::{Principal, create_admin_token, hash_secret, new_token};
 pub use certificates::CertificateApi;
 pub use dns_providers::DnsProviderApi;
 pub use error::{ApiError, EXISTING_ID_METADATA, UNAUTHENTICATED_MESSAGE};
+pub use notifications::NotificationApi;
 pub use organizations::OrganizationApi;
 
 /// Everything the services need; cheap to clone.
@@ -78,6 +81,8 @@ pub async fn grpc_routes_with_shutdown(
     ));
     let dns_providers =
         DnsProviderServiceServer::new(DnsProviderApi::new(state.clone(), authenticator.clone()));
+    let notifications =
+        NotificationServiceServer::new(NotificationApi::new(state.clone(), authenticator.clone()));
     let organizations = OrganizationServiceServer::new(OrganizationApi::new(state, authenticator));
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
@@ -91,6 +96,9 @@ pub async fn grpc_routes_with_shutdown(
     health_reporter
         .set_serving::<DnsProviderServiceServer<DnsProviderApi>>()
         .await;
+    health_reporter
+        .set_serving::<NotificationServiceServer<NotificationApi>>()
+        .await;
 
     let reflection_v1 = reflection_builder().build_v1()?;
     let reflection_v1alpha = reflection_builder().build_v1alpha()?;
@@ -100,6 +108,7 @@ pub async fn grpc_routes_with_shutdown(
         .add_service(certificates)
         .add_service(organizations)
         .add_service(dns_providers)
+        .add_service(notifications)
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);

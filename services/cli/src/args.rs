@@ -110,6 +110,10 @@ pub enum Command {
     /// TXT records of DNS-01 challenges (needed for wildcard names).
     #[command(subcommand)]
     Dns(DnsCommand),
+    /// Notification channels of the token's organization: email and
+    /// webhooks told when certificates are about to expire or fail to renew.
+    #[command(subcommand)]
+    Notify(crate::notify::NotifyCommand),
     /// The audit log: who changed what and downloaded which key, from where
     /// (needs the admin token).
     Audit(crate::audit::AuditArgs),

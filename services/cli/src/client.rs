@@ -39,7 +39,7 @@ pub(crate) type Certificates = CertificateServiceClient<InterceptedService<Chann
 pub(crate) type Organizations = OrganizationServiceClient<InterceptedService<Channel, Bearer>>;
 pub(crate) type DnsProviders = DnsProviderServiceClient<InterceptedService<Channel, Bearer>>;
 
-async fn connect(args: &ClientArgs) -> anyhow::Result<(Channel, Bearer)> {
+pub(crate) async fn connect(args: &ClientArgs) -> anyhow::Result<(Channel, Bearer)> {
     let token = args
         .token
         .as_deref()

@@ -121,13 +121,13 @@ impl KindArg {
 }
 
 /// `KEY=VALUE`; the value may be empty or hold further '='.
-fn parse_setting(argument: &str) -> Result<(String, String), String> {
+pub(crate) fn parse_setting(argument: &str) -> Result<(String, String), String> {
     let (key, value) = split_setting(argument, "KEY=VALUE, e.g. --set server=192.0.2.53")?;
     Ok((key, value.to_owned()))
 }
 
 /// `KEY=PATH`; the file is read when the command runs.
-fn parse_setting_file(argument: &str) -> Result<(String, PathBuf), String> {
+pub(crate) fn parse_setting_file(argument: &str) -> Result<(String, PathBuf), String> {
     let (key, path) = split_setting(
         argument,
         "KEY=PATH, e.g. --set-file tsig_secret=./tsig.secret",
@@ -156,7 +156,7 @@ fn split_setting<'a>(argument: &'a str, expected: &str) -> Result<(String, &'a s
 }
 
 /// The settings of `dns add`, files read; a key given twice is refused.
-fn collect_settings(
+pub(crate) fn collect_settings(
     set: Vec<(String, String)>,
     set_file: Vec<(String, PathBuf)>,
 ) -> anyhow::Result<HashMap<String, String>> {
@@ -263,7 +263,7 @@ pub(crate) async fn run(args: &ClientArgs, command: DnsCommand) -> anyhow::Resul
     Ok(ExitCode::SUCCESS)
 }
 
-fn sorted(settings: &HashMap<String, String>) -> BTreeMap<&str, &str> {
+pub(crate) fn sorted(settings: &HashMap<String, String>) -> BTreeMap<&str, &str> {
     settings
         .iter()
         .map(|(key, value)| (key.as_str(), value.as_str()))

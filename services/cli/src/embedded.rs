@@ -216,6 +216,17 @@ pub async fn start(config: EmbeddedConfig, clock: Arc<dyn Clock>) -> anyhow::Res
             None
         }
     };
+    let notifier = certfleet_notify::Notifier::new(
+        store.clone(),
+        vault.clone(),
+        clock.clone(),
+        certfleet_notify::NotifierConfig {
+            poll: config.scheduler_interval.min(Duration::from_secs(1)),
+            ..certfleet_notify::NotifierConfig::default()
+        },
+    );
+    // Subscribed before the relay runs, so no event goes by unseen.
+    let notifier_events = certfleet_bus::EventSource::subscribe(&bus);
     let api = ApiState {
         store: store.clone(),
         vault,
@@ -256,6 +267,12 @@ pub async fn start(config: EmbeddedConfig, clock: Arc<dyn Clock>) -> anyhow::Res
             let _ = stop_backups.wait_for(|stopped| *stopped).await;
         }));
     }
+    tasks.spawn(notify_events(
+        notifier.clone(),
+        notifier_events,
+        stopping.clone(),
+    ));
+    tasks.spawn(notifier.run(stopping.clone()));
     let mut stop_responder = stopping.clone();
     let responder_store = store.clone();
     tasks.spawn(async move {
@@ -291,6 +308,45 @@ pub async fn start(config: EmbeddedConfig, clock: Arc<dyn Clock>) -> anyhow::Res
         tasks,
         _lock: lock,
     })
+}
+
+/// Hands every `expiring` and `failed` event of the in-process bus to the
+/// notifier, which records what each channel is owed; a write that fails is
+/// tried again (the event is held meanwhile).
+async fn notify_events(
+    notifier: certfleet_notify::Notifier,
+    mut events: tokio::sync::broadcast::Receiver<certfleet_proto::v1::CertificateEvent>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let event = tokio::select! {
+            event = events.recv() => event,
+            _ = stop.wait_for(|stopped| *stopped) => return,
+        };
+        let event = match event {
+            Ok(event) => event,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::warn!(
+                    missed,
+                    "the notifier fell behind the event bus; some events were not notified"
+                );
+                continue;
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        };
+        if certfleet_notify::notice_kind(&event).is_none() {
+            continue;
+        }
+        let mut pause = Duration::from_millis(200);
+        while let Err(error) = notifier.accept(&event).await {
+            tracing::warn!(event_id = %event.id, %error, "cannot record the notifications of an event yet");
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = stop.wait_for(|stopped| *stopped) => return,
+            }
+            pause = (pause * 2).min(Duration::from_secs(10));
+        }
+    }
 }
 
 impl Embedded {

@@ -10,6 +10,7 @@ mod commands;
 mod dns;
 mod eab;
 pub mod embedded;
+mod notify;
 mod output;
 pub mod renew;
 mod tokens;
@@ -36,6 +37,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Token(token) => tokens::run(&cli.client, token).await,
         Command::Cert(cert) => commands::cert(&cli.client, cert).await,
         Command::Dns(dns) => dns::run(&cli.client, dns).await,
+        Command::Notify(notify) => notify::run(&cli.client, notify).await,
         Command::Audit(audit) => audit::run(&cli.client, audit).await,
         Command::Vault(vault) => vault::run(vault).await,
         Command::RenewDue(args) => renew::run(args).await,

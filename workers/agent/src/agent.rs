@@ -63,9 +63,6 @@ pub struct Agent {
     /// Organization id → slug.
     slugs: BTreeMap<String, String>,
     retries: HashMap<Work, Retry>,
-    webroot: Option<Webroot>,
-    /// Tokens written into the webroot.
-    tokens: HashSet<String>,
     /// Installed, but the proxy was not seen serving them yet.
     unverified: HashSet<String>,
 }
@@ -76,7 +73,6 @@ impl Agent {
         target: Arc<dyn Target>,
         certificates: Certificates,
         organizations: Organizations,
-        webroot: Option<Webroot>,
     ) -> Agent {
         Agent {
             config,
@@ -85,8 +81,6 @@ impl Agent {
             organizations,
             slugs: BTreeMap::new(),
             retries: HashMap::new(),
-            webroot,
-            tokens: HashSet::new(),
             unverified: HashSet::new(),
         }
     }
@@ -452,13 +446,39 @@ impl Agent {
         tracing::info!(certificates = wanted.len(), changed, "reconciled");
         Ok(())
     }
+}
 
-    /// Writes the open HTTP-01 challenges into the webroot and removes the
-    /// files of those no longer open.
-    pub async fn sync_webroot(&mut self) -> Result<(), String> {
-        let Some(webroot) = self.webroot.clone() else {
-            return Ok(());
-        };
+/// Answers HTTP-01 challenges from a webroot: writes the open ones as files
+/// and removes those no longer open. Runs apart from the installs, so a slow
+/// proxy never delays an answer.
+pub struct WebrootSync {
+    webroot: Webroot,
+    certificates: Certificates,
+    /// Token files in the webroot (those found at start included, so files
+    /// left by an earlier run are removed once their challenge closed).
+    tokens: HashSet<String>,
+}
+
+impl WebrootSync {
+    pub fn new(webroot: Webroot, certificates: Certificates) -> WebrootSync {
+        let tokens = std::fs::read_dir(webroot.dir.join(".well-known/acme-challenge"))
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter_map(|entry| entry.file_name().into_string().ok())
+                    .filter(|name| !name.starts_with('.'))
+                    .collect()
+            })
+            .unwrap_or_default();
+        WebrootSync {
+            webroot,
+            certificates,
+            tokens,
+        }
+    }
+
+    /// Writes the open challenges and removes the files of closed ones.
+    pub async fn sync(&mut self) -> Result<(), String> {
         let open = self
             .certificates
             .list_http_challenges(pb::ListHttpChallengesRequest {})
@@ -469,7 +489,8 @@ impl Agent {
         let mut now_open = HashSet::new();
         for challenge in open {
             if !self.tokens.contains(&challenge.token) {
-                match webroot
+                match self
+                    .webroot
                     .put(&challenge.token, &challenge.key_authorization)
                     .await
                 {
@@ -485,7 +506,7 @@ impl Agent {
             now_open.insert(challenge.token);
         }
         for token in self.tokens.difference(&now_open) {
-            if let Err(error) = webroot.remove(token).await {
+            if let Err(error) = self.webroot.remove(token).await {
                 tracing::warn!(%error, "cannot remove an answered challenge from the webroot");
             }
         }

@@ -18,7 +18,7 @@ use certfleet_proxy::{CaddyTarget, NginxTarget, Target, TraefikTarget, Webroot};
 use clap::{Parser, ValueEnum};
 use tokio::sync::{mpsc, watch};
 
-use crate::agent::{Agent, AgentConfig};
+use crate::agent::{Agent, AgentConfig, WebrootSync};
 use crate::client::Endpoint;
 
 /// certfleet-agent: installs certificates into a proxy and checks it serves them.
@@ -199,8 +199,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         verify_address: (!cli.no_verify).then_some(cli.verify_address),
         organizations: cli.organizations.clone(),
     };
-    let webroot = cli.webroot.clone().map(|dir| Webroot { dir });
-    let mut agent = Agent::new(config, target(&cli), certificates, organizations, webroot);
+    let webroot = cli
+        .webroot
+        .clone()
+        .map(|dir| WebrootSync::new(Webroot { dir }, certificates.clone()));
+    let mut agent = Agent::new(config, target(&cli), certificates, organizations);
     let reconcile_every = Duration::from_secs(
         cli.reconcile_every
             .unwrap_or(if cli.amqp_url.is_some() { 600 } else { 30 })
@@ -261,6 +264,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     };
 
+    let webroot_task = webroot.map(|mut webroot| {
+        let mut stop = stop.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.wait_for(|stopped| *stopped) => return,
+                }
+                if let Err(error) = webroot.sync().await {
+                    tracing::warn!(%error, "webroot not updated");
+                }
+            }
+        })
+    });
     tracing::info!(agent = %name, target = cli.target.name(), reconcile_seconds = reconcile_every.as_secs(), "certfleet-agent running");
     let mut reconcile = tokio::time::interval(reconcile_every);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -273,12 +291,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     tracing::warn!(%error, "reconcile failed; tried again at the next one");
                 }
             }
-            _ = tick.tick() => {
-                agent.retry_due().await;
-                if let Err(error) = agent.sync_webroot().await {
-                    tracing::warn!(%error, "webroot not updated");
-                }
-            }
+            _ = tick.tick() => agent.retry_due().await,
             Some((event, done)) = events_rx.recv() => {
                 let _ = done.send(agent.handle_event(event).await);
             }
@@ -286,6 +299,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     if let Some(consumer) = consumer {
         let _ = consumer.await;
+    }
+    if let Some(webroot) = webroot_task {
+        let _ = webroot.await;
     }
     tracing::info!("stopped");
     Ok(())

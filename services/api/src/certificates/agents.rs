@@ -112,7 +112,7 @@ impl CertificateApi {
             certificate.name_list(),
             now,
         )
-        .version(request.version, &version.serial, version.not_after)
+        .version(request.version, &version.serial, version.not_after / 1000)
         .reason(&format!(
             "{} on {} ({})",
             request.target, request.host, request.agent

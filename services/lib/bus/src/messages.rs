@@ -110,10 +110,11 @@ impl EventBuilder {
         }
     }
 
-    pub fn version(mut self, version: u32, serial: &str, not_after_ms: i64) -> EventBuilder {
+    /// The version, its serial, and its expiry in Unix seconds (as events carry it).
+    pub fn version(mut self, version: u32, serial: &str, not_after_seconds: i64) -> EventBuilder {
         self.event.version = version;
         self.event.serial = serial.to_owned();
-        self.event.not_after = not_after_ms;
+        self.event.not_after = not_after_seconds;
         self
     }
 

@@ -28,9 +28,11 @@
 mod channel;
 mod email;
 mod notice;
+mod settings;
 pub mod signature;
 mod tls;
 mod webhook;
+mod worker;
 
 use std::time::Duration;
 
@@ -38,7 +40,9 @@ pub use channel::{
     Channel, EmailChannel, SmtpSecurity, ValidationError, WebhookChannel, WebhookFormat, validate,
 };
 pub use notice::{Notice, NoticeKind};
+pub use settings::{ChannelSettings, event_name, parse_event};
 pub use signature::{sign, verify_signature};
+pub use worker::{Notifier, NotifierConfig, NotifierError, notice_kind, notice_of, retry_pause};
 
 /// Why a notice did not reach its channel. The message names the server or
 /// URL and what failed (SMTP reply, HTTP status), never a password or secret.

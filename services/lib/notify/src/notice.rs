@@ -38,6 +38,8 @@ pub enum NoticeKind {
     Expiring,
     /// A renewal or issuance failed.
     Failed,
+    /// A test message (`certfleet notify test`): proves the channel works.
+    Test,
 }
 
 impl NoticeKind {
@@ -45,6 +47,7 @@ impl NoticeKind {
         match self {
             NoticeKind::Expiring => "certificate.expiring",
             NoticeKind::Failed => "certificate.failed",
+            NoticeKind::Test => "certfleet.test",
         }
     }
 }
@@ -80,6 +83,10 @@ impl Notice {
                     )
                 }
             }
+            NoticeKind::Test => format!(
+                "[certfleet] test message for organization {}",
+                self.organization
+            ),
         }
     }
 
@@ -99,6 +106,11 @@ impl Notice {
             ),
             (NoticeKind::Failed, _) => format!(
                 "Renewing the certificate for {names} in organization {} failed.\n\n",
+                self.organization
+            ),
+            (NoticeKind::Test, _) => format!(
+                "This is a test message from certfleet for organization {}: this channel \
+                 receives its certificate notifications.\n\n",
                 self.organization
             ),
         };
@@ -163,6 +175,7 @@ impl Notice {
             NoticeKind::Failed => "What happens next: certfleet keeps renewing on its schedule; \
                  if the failure repeats, fix the cause above before the certificate expires."
                 .to_owned(),
+            NoticeKind::Test => "Nothing to do: the channel works.".to_owned(),
         }
     }
 

@@ -457,6 +457,42 @@ impl RoleCli for SchedulerCli {
     }
 }
 
+/// certfleet-notifier: tells organizations about expiring and failing certificates.
+///
+/// Consumes its own durable queue (`certfleet.notifier`, bound to
+/// `certificate.expiring` and `certificate.failed`), records one notification
+/// per event and channel of the organization (`certfleet notify add`), and
+/// delivers them by email (SMTP) and signed webhooks, retrying failures with
+/// backoff (30 s, 2 min, 8 min, 32 min, then hourly, for about a day). Each
+/// notification is sent once, whatever the broker redelivers; run as many as
+/// you like.
+///
+/// Needs: database_url, amqp_url, the master key (or kms_*), to open the
+/// channels' secret settings.
+#[derive(Debug, Parser)]
+#[command(name = "certfleet-notifier", version)]
+pub struct NotifierCli {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+    #[command(flatten)]
+    pub vault: VaultArgs,
+}
+
+impl RoleCli for NotifierCli {
+    const ROLE: Role = Role::Notifier;
+    fn common(&self) -> &CommonArgs {
+        &self.common
+    }
+    fn settings(&self) -> Settings {
+        let mut settings = self.common.settings();
+        self.broker.apply(&mut settings);
+        self.vault.apply(&mut settings);
+        settings
+    }
+}
+
 /// certfleet-responder: answers ACME HTTP-01 challenges.
 ///
 /// Serves `/.well-known/acme-challenge/<token>` from the challenges the

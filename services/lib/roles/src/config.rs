@@ -18,13 +18,14 @@ use crate::vault::{KmsSettings, MasterKeySource, VaultKeySource, VaultProvider, 
 /// Where new certificates come from when no CA is configured.
 const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
 
-/// The four distributed roles.
+/// The distributed roles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     Api,
     Issuer,
     Scheduler,
     Responder,
+    Notifier,
 }
 
 impl Role {
@@ -34,6 +35,7 @@ impl Role {
             Role::Issuer => "issuer",
             Role::Scheduler => "scheduler",
             Role::Responder => "responder",
+            Role::Notifier => "notifier",
         }
     }
 
@@ -42,7 +44,8 @@ impl Role {
     }
 
     fn needs_master_key(self) -> bool {
-        matches!(self, Role::Api | Role::Issuer)
+        // The notifier opens channel secrets (SMTP passwords, webhook secrets).
+        matches!(self, Role::Api | Role::Issuer | Role::Notifier)
     }
 }
 

@@ -1,4 +1,5 @@
-//! The distributed roles of certfleet — api, issuer, scheduler, responder —
+//! The distributed roles of certfleet — api, issuer, scheduler, responder,
+//! notifier —
 //! each its own process on PostgreSQL and RabbitMQ: one typed configuration
 //! (file + `CERTFLEET_*` environment + flags), start-up, a health check and a
 //! graceful shutdown on SIGTERM. The binaries are thin mains over [`main`].
@@ -12,11 +13,13 @@ mod runtime;
 mod vault;
 
 pub use args::{
-    ApiCli, BrokerArgs, CaArgs, CommonArgs, DnsArgs, GrpcArgs, IssuerArgs, IssuerCli,
+    ApiCli, BrokerArgs, CaArgs, CommonArgs, DnsArgs, GrpcArgs, IssuerArgs, IssuerCli, NotifierCli,
     ResponderArgs, ResponderCli, RoleCli, SchedulerArgs, SchedulerCli, VaultArgs,
 };
 pub use config::{LogFormat, Role, RoleConfig, Settings};
-pub use roles::{create_admin_token, run_api, run_issuer, run_responder, run_scheduler};
+pub use roles::{
+    create_admin_token, run_api, run_issuer, run_notifier, run_responder, run_scheduler,
+};
 pub use vault::{MasterKeySource, VaultKeySource, VaultProvider};
 
 /// Parses the command line of role `C`, validates the configuration and runs
@@ -40,6 +43,7 @@ pub async fn main<C: RoleCli>() -> ExitCode {
         Role::Issuer => run_issuer(config).await,
         Role::Scheduler => run_scheduler(config).await,
         Role::Responder => run_responder(config).await,
+        Role::Notifier => run_notifier(config).await,
     };
     exit(result)
 }

@@ -1,4 +1,4 @@
-//! The four roles: each connects, starts its work, runs until SIGTERM/SIGINT
+//! The roles: each connects, starts its work, runs until SIGTERM/SIGINT
 //! and then shuts down gracefully.
 
 use std::sync::Arc;
@@ -8,9 +8,12 @@ use anyhow::Context as _;
 use async_trait::async_trait;
 use certfleet_acme::{AcmeConfig, Issuer, IssuerPool, Scheduler, SchedulerConfig};
 use certfleet_api::ApiState;
-use certfleet_bus::rabbitmq::{JobQueue, RabbitConfig, RabbitEvents, RabbitJobs, RabbitPublisher};
+use certfleet_bus::rabbitmq::{
+    DurableEvents, JobQueue, RabbitConfig, RabbitEvents, RabbitJobs, RabbitPublisher,
+};
 use certfleet_bus::{JobDelivery, JobSource, OutboxRelay};
 use certfleet_core::SystemClock;
+use certfleet_notify::{Notifier, NotifierConfig};
 use certfleet_store::Store;
 use tokio::sync::watch;
 
@@ -344,6 +347,56 @@ async fn record_dead_letters(
     }
     jobs.close().await;
 }
+
+/// The notifier: its own durable queue of `expiring` and `failed` events,
+/// and the delivery of what is due.
+pub async fn run_notifier(config: RoleConfig) -> anyhow::Result<()> {
+    let stop = stop_on_signal()?;
+    let store = open_store(&config, false).await?;
+    let vault = open_vault(&config).await?;
+    let rabbit = rabbit_config(&config)?;
+    let health = serve_health(config.health_listen, stop.clone()).await?;
+    let notifier = Notifier::new(
+        store,
+        vault,
+        Arc::new(SystemClock),
+        NotifierConfig::default(),
+    );
+    let queue = DurableEvents::new(
+        rabbit
+            .clone()
+            .with_connection_name(format!("{} notifier", rabbit.connection_name)),
+        NOTIFIER_QUEUE,
+        &["certificate.expiring", "certificate.failed"],
+    );
+    connect_broker("declare the notifier queue", || queue.declare()).await?;
+    let accepting = {
+        let notifier = notifier.clone();
+        tokio::spawn(queue.run(
+            move |event| {
+                let notifier = notifier.clone();
+                async move {
+                    notifier
+                        .accept(&event)
+                        .await
+                        .map(|_| ())
+                        .map_err(|error| error.to_string())
+                }
+            },
+            stop.clone(),
+        ))
+    };
+    tracing::info!(instance = %config.instance_id, queue = NOTIFIER_QUEUE, "certfleet-notifier running");
+    notifier.run(stop).await;
+    let _ = accepting.await;
+    if let Some(health) = health {
+        let _ = health.await;
+    }
+    Ok(())
+}
+
+/// The notifier's durable queue (shared by every notifier replica).
+const NOTIFIER_QUEUE: &str = "certfleet.notifier";
 
 /// The HTTP-01 responder over the shared database.
 pub async fn run_responder(config: RoleConfig) -> anyhow::Result<()> {

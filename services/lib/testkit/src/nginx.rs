@@ -1,6 +1,7 @@
 //! A throwaway nginx serving HTTPS on a free loopback port, whose
 //! configuration includes `<certfleet_dir>/servers/*.conf` the way an
-//! operator's `http {}` block would for certfleet's nginx target.
+//! operator's `http {}` block would for certfleet's nginx target; or one
+//! serving a directory over plain HTTP, as a webroot for HTTP-01 answers.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -36,10 +37,25 @@ pub struct Nginx {
 impl Nginx {
     /// Starts nginx and waits (up to 20 s) until it accepts connections.
     pub async fn start() -> anyhow::Result<Nginx> {
+        Self::start_site(&Site::Https).await
+    }
+
+    /// Starts nginx serving the directory `root` as static files over plain
+    /// HTTP on `127.0.0.1:port` (a webroot for HTTP-01 answers at
+    /// `<root>/.well-known/acme-challenge/<token>`), logging every request to
+    /// `<prefix>/access.log`; waits (up to 20 s) until it accepts connections.
+    ///
+    /// [`address`](Self::address) is then that plain HTTP address, and
+    /// [`certfleet_dir`](Self::certfleet_dir) is not included anywhere.
+    pub async fn start_webroot(port: u16, root: &Path) -> anyhow::Result<Nginx> {
+        Self::start_site(&Site::Webroot { port, root }).await
+    }
+
+    async fn start_site(site: &Site<'_>) -> anyhow::Result<Nginx> {
         let program = find_program("nginx")?;
         let mut last_error = None;
         for _ in 0..START_ATTEMPTS {
-            match Self::start_once(&program).await {
+            match Self::start_once(&program, site).await {
                 Ok(nginx) => return Ok(nginx),
                 Err(StartFailure::PortTaken(error)) => last_error = Some(error),
                 Err(StartFailure::Fatal(error)) => return Err(error),
@@ -48,7 +64,7 @@ impl Nginx {
         Err(last_error.unwrap_or_else(|| anyhow::anyhow!("nginx did not start")))
     }
 
-    async fn start_once(program: &Path) -> Result<Nginx, StartFailure> {
+    async fn start_once(program: &Path, site: &Site<'_>) -> Result<Nginx, StartFailure> {
         let prefix = tempfile::Builder::new()
             .prefix("certfleet-nginx-")
             .tempdir()
@@ -60,11 +76,15 @@ impl Nginx {
         std::fs::create_dir_all(dir.join("certfleet/servers"))
             .context("creating the servers directory")?;
         std::fs::create_dir_all(dir.join("temp")).context("creating the temp directory")?;
-        let port = free_port();
-        write_file(
-            &dir.join("nginx.conf"),
-            &nginx_conf(dir, port, runs_as_root(dir)),
-        )?;
+        let as_root = runs_as_root(dir);
+        let (port, conf) = match site {
+            Site::Https => {
+                let port = free_port();
+                (port, nginx_conf(dir, port, as_root))
+            }
+            Site::Webroot { port, root } => (*port, webroot_conf(dir, *port, root, as_root)),
+        };
+        write_file(&dir.join("nginx.conf"), &conf)?;
         let mut command = child_command(program, false);
         command.args(args(dir));
         let nginx = spawn_logged(command, dir, "nginx")?;
@@ -145,6 +165,14 @@ impl Nginx {
     }
 }
 
+/// What a started nginx serves.
+enum Site<'a> {
+    /// HTTPS with a default server and `certfleet/servers/*.conf` included.
+    Https,
+    /// Static files of `root` over plain HTTP on `127.0.0.1:port`.
+    Webroot { port: u16, root: &'a Path },
+}
+
 fn args(dir: &Path) -> Vec<String> {
     vec![
         "-p".to_owned(),
@@ -182,6 +210,36 @@ http {{
         return 404;
     }}
     include {dir}/certfleet/servers/*.conf;
+}}
+"#
+    )
+}
+
+fn webroot_conf(dir: &Path, port: u16, root: &Path, as_root: bool) -> String {
+    let (dir, root) = (dir.display(), root.display());
+    let user = if as_root { "user root;\n" } else { "" };
+    format!(
+        r#"{user}worker_processes 1;
+daemon off;
+pid {dir}/nginx.pid;
+error_log stderr notice;
+events {{ worker_connections 128; }}
+http {{
+    access_log {dir}/access.log;
+    default_type text/plain;
+    client_body_temp_path {dir}/temp/body;
+    proxy_temp_path {dir}/temp/proxy;
+    fastcgi_temp_path {dir}/temp/fastcgi;
+    uwsgi_temp_path {dir}/temp/uwsgi;
+    scgi_temp_path {dir}/temp/scgi;
+    server {{
+        listen 127.0.0.1:{port} default_server;
+        server_name _;
+        root {root};
+        location / {{
+            try_files $uri =404;
+        }}
+    }}
 }}
 "#
     )
