@@ -20,6 +20,7 @@ mod kms;
 mod leaks;
 mod lifecycle;
 mod notifications;
+mod notifier_distributed;
 mod outage;
 mod proxy_caddy;
 mod proxy_nginx;

@@ -122,6 +122,19 @@ async fn caddy_gets_every_version_through_its_admin_api() {
     );
     assert!(report.verified_at > 0, "{report:?}");
     assert_eq!(report.target, "caddy");
+    // `certfleet cert show` lists the agent's report.
+    let write = env.write_token("caddy-shop").await;
+    let shown = std::process::Command::new(certfleet_e2e::certfleet_binary())
+        .args(["cert", "show", &id])
+        .env("CERTFLEET_ENDPOINT", format!("http://{}", env.grpc))
+        .env("CERTFLEET_TOKEN", &write)
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        shown.contains(&"installed:   caddy on ") && shown.contains("version 1: serving serial"),
+        "{shown}"
+    );
     for name in NAMES {
         let seen = served(caddy.https_address(), name).await.unwrap();
         assert_eq!(
