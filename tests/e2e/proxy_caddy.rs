@@ -132,7 +132,7 @@ async fn caddy_gets_every_version_through_its_admin_api() {
         .unwrap();
     let shown = String::from_utf8_lossy(&shown.stdout);
     assert!(
-        shown.contains(&"installed:   caddy on ") && shown.contains("version 1: serving serial"),
+        shown.contains("installed:   caddy on ") && shown.contains("version 1: serving serial"),
         "{shown}"
     );
     for name in NAMES {
