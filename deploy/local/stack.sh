@@ -2,12 +2,12 @@
 # Starts or stops the whole distributed certfleet on this machine: N replicas
 # of each role on the local PostgreSQL and RabbitMQ, against a local Pebble.
 #
-#   API=1 ISSUERS=3 SCHEDULERS=2 RESPONDERS=1 deploy/local/stack.sh start STATE_DIR
+#   API=1 ISSUERS=3 SCHEDULERS=2 RESPONDERS=1 NOTIFIERS=1 deploy/local/stack.sh start STATE_DIR
 #   deploy/local/stack.sh stop STATE_DIR
 #
 # `start` installs/starts PostgreSQL and RabbitMQ when absent (install-deps.sh),
 # creates a database and a vhost named after STATE_DIR, starts Pebble
-# (pebble.sh), builds the four binaries, and starts the processes in the
+# (pebble.sh), builds the role binaries, and starts the processes in the
 # background; logs (*.log), pid files (*.pid) and settings (stack.env) stay in
 # STATE_DIR. It prints the gRPC endpoint(s) and the admin token.
 # `stop` stops the processes (SIGTERM, then SIGKILL after 35 s) and Pebble,
@@ -23,7 +23,7 @@
 #   STACK_PEBBLE_DIR=DIR  use the Pebble already running with state DIR
 #                         (pebble.sh start DIR) instead of starting one;
 #                         `stop` leaves it running
-#   STACK_BIN_DIR=DIR     run the four binaries found in DIR (e.g. a release
+#   STACK_BIN_DIR=DIR     run the role binaries found in DIR (e.g. a release
 #                         build) instead of building and running debug ones
 # Relative paths are taken from the repository root.
 set -euo pipefail
@@ -32,7 +32,7 @@ cd "$(dirname "$0")/../.."
 PG_ADMIN_URL=${CERTFLEET_PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 
 usage() {
-    echo "usage: [API=1 ISSUERS=3 SCHEDULERS=2 RESPONDERS=1] $0 start STATE_DIR | stop STATE_DIR" >&2
+    echo "usage: [API=1 ISSUERS=3 SCHEDULERS=2 RESPONDERS=1 NOTIFIERS=1] $0 start STATE_DIR | stop STATE_DIR" >&2
     exit 2
 }
 
@@ -101,7 +101,7 @@ start() {
     if [[ -n ${STACK_BIN_DIR:-} ]]; then
         TARGET=$(cd "$STACK_BIN_DIR" && pwd)
         local binary
-        for binary in certfleet-api certfleet-responder certfleet-issuer certfleet-scheduler; do
+        for binary in certfleet-api certfleet-responder certfleet-issuer certfleet-scheduler certfleet-notifier certfleet-agent; do
             if [[ ! -x $TARGET/$binary ]]; then
                 echo "stack.sh: no $binary in STACK_BIN_DIR=$STACK_BIN_DIR" >&2
                 exit 1
@@ -109,7 +109,7 @@ start() {
         done
     else
         cargo build -p certfleet -p certfleet-api-bin -p certfleet-responder-bin \
-            -p certfleet-issuer -p certfleet-scheduler
+            -p certfleet-issuer -p certfleet-scheduler -p certfleet-notifier -p certfleet-agent
         TARGET=$(cargo metadata --format-version 1 --no-deps |
             python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')/debug
     fi
@@ -183,6 +183,11 @@ ENV
     for ((index = 0; index < ${SCHEDULERS:-2}; index++)); do
         health+=("scheduler-$index:$(free_port)")
         launch "$state" "scheduler-$index" certfleet-scheduler --scheduler-interval 5 \
+            --health-listen "127.0.0.1:${health[-1]##*:}"
+    done
+    for ((index = 0; index < ${NOTIFIERS:-1}; index++)); do
+        health+=("notifier-$index:$(free_port)")
+        launch "$state" "notifier-$index" certfleet-notifier \
             --health-listen "127.0.0.1:${health[-1]##*:}"
     done
     local entry

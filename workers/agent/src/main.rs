@@ -24,7 +24,7 @@ use crate::client::Endpoint;
 /// certfleet-agent: installs certificates into a proxy and checks it serves them.
 ///
 /// Runs on each proxy host with a platform agent token (`certfleet token
-/// create --platform --role agent`). It learns about new versions,
+/// create --role agent`). It learns about new versions,
 /// revocations and deletions from its own durable RabbitMQ queue
 /// (`--amqp-url`; queue `certfleet.agent.<name>`), and in any case compares
 /// what the proxy holds with what it should hold at start and every
