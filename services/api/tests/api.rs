@@ -12,6 +12,8 @@ mod certificates;
 mod dns_providers;
 #[path = "api/eab.rs"]
 mod eab;
+#[path = "api/installations.rs"]
+mod installations;
 #[path = "api/isolation.rs"]
 mod isolation;
 #[path = "api/support.rs"]
