@@ -4,6 +4,7 @@
 //! challenges; channels are refused by setting name, their secrets are never
 //! returned, and another organization sees none of them.
 
+use anyhow::Context as _;
 use certfleet_proto::v1 as pb;
 use certfleet_proto::v1::notification_service_client::NotificationServiceClient;
 use tonic::Code;
@@ -185,8 +186,8 @@ async fn channels_hide_their_secrets_and_stay_in_their_organization() -> anyhow:
         .store
         .find_notification_channel(&acme.id, "ops")
         .await?
-        .unwrap();
-    let sealed = row.secrets_sealed.unwrap();
+        .context("the channel is stored")?;
+    let sealed = row.secrets_sealed.context("the password is sealed")?;
     assert!(
         !sealed.windows(12).any(|w| w == b"hunter2-smtp"),
         "the password is sealed"
