@@ -141,7 +141,12 @@ fn installation_line(installation: &Installation) -> String {
         "{} on {} ({}), version {}",
         installation.target, installation.host, installation.agent, installation.version
     );
-    if installation.ok {
+    if installation.ok && installation.verified_at == 0 {
+        format!(
+            "{place}: installed {}, not checked",
+            timestamp(installation.updated_at)
+        )
+    } else if installation.ok {
         format!(
             "{place}: serving serial {}, verified {}",
             installation.serial,

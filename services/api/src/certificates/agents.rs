@@ -65,15 +65,16 @@ impl CertificateApi {
                 served.as_bytes(),
                 version.fingerprint_sha256.as_bytes(),
             ));
-        let ok = request.installed && matched && request.error.is_empty();
+        // Without a check (`--no-verify`) an install counts as done but not
+        // verified; with one, only the version's own leaf counts.
+        let checked = !served.is_empty();
+        let ok = request.installed && request.error.is_empty() && (!checked || matched);
         let error = if ok {
             None
         } else if !request.error.is_empty() {
             Some(cut(&request.error))
         } else if !request.installed {
             Some("the agent did not install the certificate".to_owned())
-        } else if served.is_empty() {
-            Some("the proxy's certificate was not checked".to_owned())
         } else {
             Some(format!(
                 "the proxy serves another certificate (serial {}), not version {} (serial {})",
@@ -97,7 +98,7 @@ impl CertificateApi {
             },
             ok,
             error: error.clone(),
-            verified_at: ok.then_some(now),
+            verified_at: (ok && checked).then_some(now),
             updated_at: now,
         };
         let kind = if ok {
@@ -114,8 +115,11 @@ impl CertificateApi {
         )
         .version(request.version, &version.serial, version.not_after / 1000)
         .reason(&format!(
-            "{} on {} ({})",
-            request.target, request.host, request.agent
+            "{} on {} ({}){}",
+            request.target,
+            request.host,
+            request.agent,
+            if checked { "" } else { ", not checked" }
         ));
         if let Some(error) = &error {
             event = event.error(error);

@@ -78,6 +78,13 @@ async fn the_api_decides_whether_an_installation_is_verified() -> anyhow::Result
         "{}",
         other.error
     );
+    // No check (`--no-verify`): installed, not verified.
+    let unchecked = certificates
+        .report_installation(authed(report(&cert.id, "", true, ""), &agent))
+        .await?
+        .into_inner();
+    assert!(unchecked.ok && unchecked.error.is_empty(), "{unchecked:?}");
+    assert_eq!(unchecked.verified_at, 0);
     // The agent's own error wins.
     let refused = certificates
         .report_installation(authed(
