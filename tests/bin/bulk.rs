@@ -167,7 +167,7 @@ async fn organization_token(options: &Options, channel: &Channel) -> anyhow::Res
         return read_token(path);
     }
     if let (Some(path), Some(slug)) = (&options.admin_token_file, &options.org) {
-        let admin = Bearer::new(&read_token(path)?)?;
+        let admin = certfleet_cli::client::bearer(&read_token(path)?)?;
         let mut organizations = OrganizationServiceClient::with_interceptor(channel.clone(), admin);
         match organizations
             .create_organization(CreateOrganizationRequest {
@@ -469,7 +469,10 @@ async fn run() -> anyhow::Result<bool> {
         .await
         .with_context(|| format!("cannot reach certfleet at {}", options.endpoint))?;
     let token = organization_token(&options, &channel).await?;
-    let client = CertificateServiceClient::with_interceptor(channel.clone(), Bearer::new(&token)?);
+    let client = CertificateServiceClient::with_interceptor(
+        channel.clone(),
+        certfleet_cli::client::bearer(&token)?,
+    );
 
     // The queue is bound before the first request: no event can be missed.
     let (connection, consumer) = bind_events(&options.amqp_url).await?;

@@ -11,12 +11,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use certfleet_e2e::certfleet_testkit::{Caddy, PebbleOptions};
-use certfleet_e2e::{TestEnv, request, wait_for};
+use certfleet_e2e::{TestEnv, wait_for};
 use certfleet_proto::v1 as pb;
 use tokio::time::Instant;
 
 use crate::proxy_nginx::{
-    agent_token_file, openssl_serial, same_serial, spawn_agent, wait_for_installation,
+    agent_token_file, issued, openssl_serial, same_serial, spawn_agent, wait_for_installation,
 };
 
 const NAMES: [&str; 2] = ["www.caddy-shop.test", "caddy-shop.test"];
@@ -62,22 +62,7 @@ async fn caddy_gets_every_version_through_its_admin_api() {
     let (mut client, _bundles) = env.organization("caddy-shop").await;
 
     // Issued before the agent runs: its first reconcile installs it.
-    let id = client
-        .create_certificate(request(&NAMES, pb::KeyType::EcdsaP256))
-        .await
-        .unwrap()
-        .into_inner()
-        .id;
-    let v1 = wait_for(
-        &mut client,
-        &id,
-        Duration::from_secs(60),
-        certfleet_e2e::is_valid,
-    )
-    .await
-    .unwrap()
-    .current
-    .unwrap();
+    let (id, v1) = issued(&mut client, &NAMES).await;
 
     let caddy = Caddy::start().await.unwrap();
     let work = tempfile::tempdir().unwrap();

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use certfleet_e2e::certfleet_testkit::{Nginx, Pebble, PebbleOptions};
 use certfleet_e2e::{
-    Certificates, LoggedChild, RoleStack, all_logs, certificates, organization, organizations,
-    request, role_binary, wait_for,
+    Certificates, LoggedChild, RoleStack, certificates, organization, organizations, request,
+    role_binary, wait_for,
 };
 use certfleet_proto::v1::{self as pb, CreateApiTokenRequest};
 use tokio::time::Instant;
@@ -99,6 +99,44 @@ pub async fn wait_for_installation(
     }
 }
 
+/// Waits until the agent logs that it runs (its queue is bound by then).
+pub async fn wait_until_running(agent: &mut LoggedChild) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !agent.log().contains("certfleet-agent running") {
+        assert!(
+            Instant::now() < deadline,
+            "agent did not start:\n{}",
+            agent.log()
+        );
+        assert!(
+            agent.exited().unwrap().is_none(),
+            "agent exited:\n{}",
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Requests a certificate for `names` and waits until it is valid: its id
+/// and current version.
+pub async fn issued(client: &mut Certificates, names: &[&str]) -> (String, pb::CertificateVersion) {
+    let id = client
+        .create_certificate(request(names, pb::KeyType::EcdsaP256))
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    let certificate = wait_for(
+        client,
+        &id,
+        Duration::from_secs(60),
+        certfleet_e2e::is_valid,
+    )
+    .await
+    .unwrap();
+    (id, certificate.current.unwrap())
+}
+
 /// The serial `openssl s_client` sees for `name` at `address` (upper-case hex).
 pub fn openssl_serial(address: SocketAddr, name: &str) -> String {
     let script = format!(
@@ -157,40 +195,12 @@ async fn nginx_gets_every_version_without_a_failed_request() {
         "agent.log",
         &agent_args,
     );
-    // The agent's queue exists once it logs that it runs.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !agent.log().contains("certfleet-agent running") {
-        assert!(
-            Instant::now() < deadline,
-            "agent did not start:\n{}",
-            agent.log()
-        );
-        assert!(
-            agent.exited().unwrap().is_none(),
-            "agent exited:\n{}",
-            agent.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until_running(&mut agent).await;
     let agent_log = agent.log_path.clone();
     let log = move || std::fs::read_to_string(&agent_log).unwrap_or_default();
 
     // Issuance: installed, served, verified.
-    let id = client
-        .create_certificate(request(&NAMES, pb::KeyType::EcdsaP256))
-        .await
-        .unwrap()
-        .into_inner()
-        .id;
-    let v1 = wait_for(
-        &mut client,
-        &id,
-        Duration::from_secs(60),
-        certfleet_e2e::is_valid,
-    )
-    .await
-    .unwrap_or_else(|error| panic!("{error}\n{}", all_logs(&processes)));
-    let v1 = v1.current.unwrap();
+    let (id, v1) = issued(&mut client, &NAMES).await;
     let report = wait_for_installation(&mut client, &id, "web-1/nginx", 1, true, &log).await;
     assert!(
         same_serial(&report.serial, &v1.serial),

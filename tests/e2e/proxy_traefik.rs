@@ -19,12 +19,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use certfleet_e2e::certfleet_testkit::PebbleOptions;
-use certfleet_e2e::{TestEnv, request, wait_for};
+use certfleet_e2e::{TestEnv, wait_for};
 use certfleet_proto::v1 as pb;
 use serde_norway::Value;
 use tokio::time::Instant;
 
-use crate::proxy_nginx::{agent_token_file, same_serial, spawn_agent, wait_for_installation};
+use crate::proxy_nginx::{
+    agent_token_file, issued, same_serial, spawn_agent, wait_for_installation,
+};
 
 const NAMES: [&str; 2] = ["www.traefik-shop.test", "traefik-shop.test"];
 const AGENT: &str = "web-1/traefik";
@@ -162,22 +164,7 @@ async fn traefik_file_provider_gets_the_documented_configuration() {
     let agent_log = agent.log_path.clone();
     let log = move || std::fs::read_to_string(&agent_log).unwrap_or_default();
 
-    let id = client
-        .create_certificate(request(&NAMES, pb::KeyType::EcdsaP256))
-        .await
-        .unwrap()
-        .into_inner()
-        .id;
-    let v1 = wait_for(
-        &mut client,
-        &id,
-        Duration::from_secs(60),
-        certfleet_e2e::is_valid,
-    )
-    .await
-    .unwrap()
-    .current
-    .unwrap();
+    let (id, v1) = issued(&mut client, &NAMES).await;
     let config_file = dynamic_dir.join(format!("certfleet-{id}.yml"));
     wait_until(
         "no configuration file for version 1",

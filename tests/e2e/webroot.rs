@@ -17,7 +17,9 @@ use certfleet_e2e::{
 use certfleet_proto::v1 as pb;
 use tokio::time::Instant;
 
-use crate::proxy_nginx::{agent_token_file, same_serial, spawn_agent, wait_for_installation};
+use crate::proxy_nginx::{
+    agent_token_file, same_serial, spawn_agent, wait_for_installation, wait_until_running,
+};
 
 const NAMES: [&str; 2] = ["www.webroot-shop.test", "webroot-shop.test"];
 const AGENT: &str = "web-1/nginx";
@@ -98,20 +100,7 @@ async fn http01_is_answered_from_the_agents_webroot() {
         "agent.log",
         &agent_args,
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !agent.log().contains("certfleet-agent running") {
-        assert!(
-            Instant::now() < deadline,
-            "agent did not start:\n{}",
-            agent.log()
-        );
-        assert!(
-            agent.exited().unwrap().is_none(),
-            "agent exited:\n{}",
-            agent.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until_running(&mut agent).await;
     let agent_log = agent.log_path.clone();
     let access_log = web.prefix().join("access.log");
     let log = {

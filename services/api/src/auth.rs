@@ -217,6 +217,41 @@ impl std::fmt::Debug for Authenticator {
     }
 }
 
+/// An authorized organization-token caller: its organization, its token
+/// (the audit entries' actor) and its address.
+#[derive(Debug, Clone)]
+pub(crate) struct OrgCaller {
+    pub organization_id: String,
+    pub token_id: String,
+    /// Recorded in the audit entries the call writes.
+    pub remote_addr: Option<String>,
+}
+
+impl Authenticator {
+    /// The caller of a service only organization tokens may use (`what`
+    /// names it in the refusal, e.g. "DNS provider calls"), when its token
+    /// allows `needed`.
+    pub(crate) async fn organization_caller<T>(
+        &self,
+        request: &tonic::Request<T>,
+        needed: Role,
+        what: &str,
+    ) -> Result<OrgCaller, ApiError> {
+        let principal = self.authenticate(request.metadata()).await?;
+        if principal.organization_id.is_none() {
+            return Err(ApiError::PermissionDenied(format!(
+                "{what} need an organization token"
+            )));
+        }
+        let organization_id = principal.organization(needed)?.to_owned();
+        Ok(OrgCaller {
+            organization_id,
+            token_id: principal.token_id,
+            remote_addr: crate::convert::remote_ip(request),
+        })
+    }
+}
+
 impl Authenticator {
     pub fn new(store: Store, clock: Arc<dyn Clock>) -> Self {
         Authenticator {

@@ -17,7 +17,7 @@ use certfleet_vault::EncryptionContext;
 use tonic::{Request, Response, Status};
 use zeroize::Zeroizing;
 
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, OrgCaller as Caller};
 use crate::convert::seconds;
 use crate::{ApiError, ApiState};
 
@@ -34,15 +34,6 @@ impl std::fmt::Debug for DnsProviderApi {
     }
 }
 
-/// An authorized organization caller.
-#[derive(Debug, Clone)]
-struct Caller {
-    organization_id: String,
-    token_id: String,
-    /// Recorded in the audit entries the call writes.
-    remote_addr: Option<String>,
-}
-
 fn not_found(id_or_name: &str) -> ApiError {
     ApiError::NotFound(format!("DNS provider {id_or_name:?} not found"))
 }
@@ -52,20 +43,10 @@ impl DnsProviderApi {
         DnsProviderApi { state, auth }
     }
 
-    /// The caller's organization id and token id, when its token allows `needed`.
     async fn caller<T>(&self, request: &Request<T>, needed: Role) -> Result<Caller, ApiError> {
-        let principal = self.auth.authenticate(request.metadata()).await?;
-        if principal.organization_id.is_none() {
-            return Err(ApiError::PermissionDenied(
-                "DNS provider calls need an organization token".to_owned(),
-            ));
-        }
-        let organization_id = principal.organization(needed)?.to_owned();
-        Ok(Caller {
-            organization_id,
-            token_id: principal.token_id,
-            remote_addr: crate::convert::remote_ip(request),
-        })
+        self.auth
+            .organization_caller(request, needed, "DNS provider calls")
+            .await
     }
 
     async fn create(

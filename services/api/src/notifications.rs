@@ -15,7 +15,7 @@ use certfleet_vault::EncryptionContext;
 use tonic::{Request, Response, Status};
 use zeroize::Zeroizing;
 
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, OrgCaller as Caller};
 use crate::convert::seconds;
 use crate::{ApiError, ApiState};
 
@@ -35,13 +35,6 @@ impl std::fmt::Debug for NotificationApi {
     }
 }
 
-#[derive(Debug, Clone)]
-struct Caller {
-    organization_id: String,
-    token_id: String,
-    remote_addr: Option<String>,
-}
-
 fn not_found(id_or_name: &str) -> ApiError {
     ApiError::NotFound(format!("notification channel {id_or_name:?} not found"))
 }
@@ -52,18 +45,9 @@ impl NotificationApi {
     }
 
     async fn caller<T>(&self, request: &Request<T>, needed: Role) -> Result<Caller, ApiError> {
-        let principal = self.auth.authenticate(request.metadata()).await?;
-        if principal.organization_id.is_none() {
-            return Err(ApiError::PermissionDenied(
-                "notification channel calls need an organization token".to_owned(),
-            ));
-        }
-        let organization_id = principal.organization(needed)?.to_owned();
-        Ok(Caller {
-            organization_id,
-            token_id: principal.token_id,
-            remote_addr: crate::convert::remote_ip(request),
-        })
+        self.auth
+            .organization_caller(request, needed, "notification channel calls")
+            .await
     }
 
     async fn create(

@@ -4,35 +4,16 @@ use anyhow::{Context as _, anyhow, bail};
 use certfleet_proto::v1::certificate_service_client::CertificateServiceClient;
 use certfleet_proto::v1::dns_provider_service_client::DnsProviderServiceClient;
 use certfleet_proto::v1::organization_service_client::OrganizationServiceClient;
-use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 use crate::args::ClientArgs;
 
-/// Adds `authorization: Bearer <token>` to every call.
-#[derive(Clone)]
-pub struct Bearer(MetadataValue<tonic::metadata::Ascii>);
+pub use certfleet_proto::Bearer;
 
-impl Bearer {
-    /// A bearer header for `token`; fails on characters a header cannot carry.
-    pub fn new(token: &str) -> anyhow::Result<Bearer> {
-        MetadataValue::try_from(format!("Bearer {}", token.trim()))
-            .map(Bearer)
-            .map_err(|_| anyhow!("the token contains characters that cannot be sent"))
-    }
-}
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        request
-            .metadata_mut()
-            .insert("authorization", self.0.clone());
-        Ok(request)
-    }
+/// A bearer header for `token`; fails on characters a header cannot carry.
+pub fn bearer(token: &str) -> anyhow::Result<Bearer> {
+    Bearer::new(token).ok_or_else(|| anyhow!("the token contains characters that cannot be sent"))
 }
 
 pub(crate) type Certificates = CertificateServiceClient<InterceptedService<Channel, Bearer>>;
@@ -44,7 +25,7 @@ pub(crate) async fn connect(args: &ClientArgs) -> anyhow::Result<(Channel, Beare
         .token
         .as_deref()
         .ok_or_else(|| anyhow!("no token: pass --token or set CERTFLEET_TOKEN"))?;
-    let bearer = Bearer::new(token)?;
+    let bearer = bearer(token)?;
     let mut endpoint = Channel::from_shared(args.endpoint.clone())
         .map_err(|error| anyhow!("invalid --endpoint {:?}: {error}", args.endpoint))?
         .connect_timeout(std::time::Duration::from_secs(5));

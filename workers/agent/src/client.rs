@@ -5,27 +5,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
+use certfleet_proto::Bearer;
 use certfleet_proto::v1::certificate_service_client::CertificateServiceClient;
 use certfleet_proto::v1::organization_service_client::OrganizationServiceClient;
-use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
-
-/// Adds `authorization: Bearer <token>` to every call.
-#[derive(Clone)]
-pub struct Bearer(MetadataValue<Ascii>);
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        request
-            .metadata_mut()
-            .insert("authorization", self.0.clone());
-        Ok(request)
-    }
-}
 
 pub type Certificates = CertificateServiceClient<InterceptedService<Channel, Bearer>>;
 pub type Organizations = OrganizationServiceClient<InterceptedService<Channel, Bearer>>;
@@ -42,9 +26,8 @@ pub struct Endpoint {
 /// Clients of both services over one lazily connected channel (the agent
 /// starts while the API may still be away; calls fail until it answers).
 pub fn clients(endpoint: &Endpoint, token: &str) -> anyhow::Result<(Certificates, Organizations)> {
-    let header = MetadataValue::try_from(format!("Bearer {}", token.trim()))
-        .map_err(|_| anyhow!("the agent token contains characters that cannot be sent"))?;
-    let bearer = Bearer(header);
+    let bearer = Bearer::new(token)
+        .ok_or_else(|| anyhow!("the agent token contains characters that cannot be sent"))?;
     let mut channel = Channel::from_shared(endpoint.url.clone())
         .map_err(|error| anyhow!("invalid --api-url {:?}: {error}", endpoint.url))?
         .connect_timeout(Duration::from_secs(5))
