@@ -236,10 +236,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 ],
             );
             // Bound before the first reconcile, so nothing falls in between.
-            queue
-                .declare()
-                .await
-                .with_context(|| format!("declaring the event queue {}", queue.queue()))?;
+            // A broker that is away is not fatal: the consumer keeps trying,
+            // and the periodic reconcile catches up on what it missed.
+            if let Err(error) = queue.declare().await {
+                tracing::warn!(queue = queue.queue(), %error, "cannot bind the event queue yet; events are missed until RabbitMQ answers, the reconcile catches up");
+            }
             let stop = stop.clone();
             Some(tokio::spawn(queue.run(
                 move |event| {
