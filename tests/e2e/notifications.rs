@@ -1,8 +1,9 @@
 //! Expiry notifications with a moved clock, end to end: an organization with
 //! an email channel (a real aiosmtpd) and a signed webhook channel (a local
 //! receiver) gets exactly one message on each at 7, 3 and 1 days left; the
-//! SMTP server being down at one threshold delays that mail (retried with
-//! backoff) without sending anything twice; a restart of the notifier (the
+//! SMTP server being down at one threshold, and the receiver answering 500
+//! at another, delay that message (retried after the backoff) without
+//! sending anything twice; a restart of the notifier (the
 //! whole embedded process) sends nothing again. The channels' secrets are
 //! not stored in the clear, and `notify add` refuses a bad setting by name.
 
@@ -157,33 +158,49 @@ async fn one_mail_and_one_signed_webhook_per_threshold_even_across_a_restart() {
     };
 
     // 7 and 3 days left: one mail and one webhook each.
-    for (left, count) in [(6 * DAY_MS + DAY_MS / 2, 1), (2 * DAY_MS + DAY_MS / 2, 2)] {
-        move_to(left);
-        sink.wait_for(tests_sent.0 + count, Duration::from_secs(20))
-            .await
-            .unwrap();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while hooks_of_expiring(&receiver).len() < count {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "webhook {count} missing"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+    let until_hooks = |count: usize| {
+        let receiver = &receiver;
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            while hooks_of_expiring(receiver).len() < count {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "webhook {count} missing"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
-    }
+    };
+    // 7 days left: one mail, one webhook.
+    move_to(6 * DAY_MS + DAY_MS / 2);
+    sink.wait_for(tests_sent.0 + 1, Duration::from_secs(20))
+        .await
+        .unwrap();
+    until_hooks(1).await;
+    // 3 days left with the receiver answering 500: the mail goes, the
+    // webhook is tried, and tried again after the first backoff (30 s on the
+    // test clock) once the receiver answers 200.
+    receiver.set_status(500);
+    move_to(2 * DAY_MS + DAY_MS / 2);
+    sink.wait_for(tests_sent.0 + 2, Duration::from_secs(20))
+        .await
+        .unwrap();
+    until_hooks(2).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        hooks_of_expiring(&receiver).len(),
+        2,
+        "no retry before the backoff"
+    );
+    receiver.set_status(200);
+    clock.advance(Duration::from_secs(31));
+    until_hooks(3).await;
 
     // 1 day left with the SMTP server down: the webhook goes at once, the
     // mail is retried once the server is back (after the first backoff).
     sink.stop().await.unwrap();
     move_to(DAY_MS / 2);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while hooks_of_expiring(&receiver).len() < 3 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "third webhook missing"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_hooks(4).await;
     // Let the first mail attempt fail.
     tokio::time::sleep(Duration::from_secs(2)).await;
     sink.start_again().await.unwrap();
@@ -250,13 +267,16 @@ async fn one_mail_and_one_signed_webhook_per_threshold_even_across_a_restart() {
     let hooks = hooks_of_expiring(&receiver);
     assert_eq!(
         hooks.len(),
-        3,
-        "one webhook per threshold, none again after the restart"
+        4,
+        "one delivered webhook per threshold (plus the refused first try at 3 days), none again after the restart"
     );
     let mut ids: Vec<&str> = hooks.iter().map(|h| h.event_id.as_str()).collect();
-    ids.sort_unstable();
     ids.dedup();
-    assert_eq!(ids.len(), 3);
+    assert_eq!(
+        ids.len(),
+        3,
+        "one event per threshold, the 3-day one sent twice (500, then 200): {ids:?}"
+    );
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -290,7 +310,10 @@ async fn one_mail_and_one_signed_webhook_per_threshold_even_across_a_restart() {
                 .to_owned()
         })
         .collect();
-    assert_eq!(reasons, ["7 days left", "3 days left", "1 day left"]);
+    assert_eq!(
+        reasons,
+        ["7 days left", "3 days left", "3 days left", "1 day left"]
+    );
 
     // The secrets are sealed: not in the database file in the clear.
     let database = std::fs::read(env.data_dir.path().join("certfleet.db")).unwrap_or_default();
