@@ -64,7 +64,7 @@ async fn caddy_gets_every_version_through_its_admin_api() {
     // Issued before the agent runs: its first reconcile installs it.
     let (id, v1) = issued(&mut client, &NAMES).await;
 
-    let caddy = Caddy::start().await.unwrap();
+    let mut caddy = Caddy::start().await.unwrap();
     let work = tempfile::tempdir().unwrap();
     let certs_dir = work.path().join("certs");
     let token_file = agent_token_file(env.grpc, &env.admin_token, work.path()).await;
@@ -189,6 +189,32 @@ async fn caddy_gets_every_version_through_its_admin_api() {
     assert!(certs_dir.join(&id).join("privkey-v2.pem").exists());
     let (_, config) = http_get(&format!("{}/config/", caddy.admin_url()));
     assert!(!config.contains("PRIVATE KEY"));
+
+    // Caddy's admin API down during a renewal: the failure is reported
+    // (naming the API) and retried; Caddy back (having forgotten everything
+    // it was given), the agent installs the new version and it is served.
+    caddy.kill().await.unwrap();
+    client
+        .renew_certificate(pb::RenewCertificateRequest { id: id.clone() })
+        .await
+        .unwrap();
+    let v3 = wait_for(&mut client, &id, Duration::from_secs(60), |c| {
+        c.current.as_ref().is_some_and(|v| v.version == 3) && certfleet_e2e::is_valid(c)
+    })
+    .await
+    .unwrap()
+    .current
+    .unwrap();
+    let failed = wait_for_installation(&mut client, &id, AGENT, 3, false, &log).await;
+    assert!(
+        failed.error.contains(&caddy.admin_url()),
+        "the report names the admin API: {failed:?}"
+    );
+    caddy.restart().await.unwrap();
+    let report = wait_for_installation(&mut client, &id, AGENT, 3, true, &log).await;
+    assert!(same_serial(&report.serial, &v3.serial), "{report:?}");
+    let seen = served(caddy.https_address(), NAMES[0]).await.unwrap();
+    assert_eq!(seen.fingerprint, v3.fingerprint_sha256.to_ascii_lowercase());
 
     // Deletion: the entry and the files go, Caddy stops serving it.
     client

@@ -200,14 +200,18 @@ impl Agent {
         let Some((certificate, version)) = certificate.zip(current) else {
             return self.remove(&work.certificate_id).await;
         };
-        let installed = self
-            .target
-            .installed()
-            .await
-            .map_err(|error| error.to_string())?
-            .into_iter()
-            .find(|installed| installed.certificate_id == certificate.id)
-            .map(|installed| installed.version);
+        // A proxy that cannot say what it holds (Caddy's admin API down) gets
+        // the install anyway: it fails there, and the failure is reported.
+        let installed = match self.target.installed().await {
+            Ok(held) => held
+                .into_iter()
+                .find(|installed| installed.certificate_id == certificate.id)
+                .map(|installed| installed.version),
+            Err(error) => {
+                tracing::warn!(certificate_id = %certificate.id, %error, "cannot read what the proxy holds");
+                None
+            }
+        };
         if installed == Some(version) && !self.unverified.contains(&certificate.id) {
             return Ok(());
         }
@@ -379,14 +383,21 @@ impl Agent {
         self.refresh_slugs()
             .await
             .map_err(|status| format!("cannot list organizations: {}", status.message()))?;
-        let installed: HashMap<String, u32> = self
-            .target
-            .installed()
-            .await
-            .map_err(|error| error.to_string())?
-            .into_iter()
-            .map(|installed| (installed.certificate_id, installed.version))
-            .collect();
+        // When the proxy cannot say what it holds, every certificate is
+        // installed again (each failure reported and retried) and nothing is
+        // removed.
+        let (installed, known): (HashMap<String, u32>, bool) = match self.target.installed().await {
+            Ok(held) => (
+                held.into_iter()
+                    .map(|installed| (installed.certificate_id, installed.version))
+                    .collect(),
+                true,
+            ),
+            Err(error) => {
+                tracing::warn!(%error, "cannot read what the proxy holds");
+                (HashMap::new(), false)
+            }
+        };
         let mut wanted: HashMap<String, (Work, u32)> = HashMap::new();
         let slugs: Vec<String> = self
             .slugs
@@ -435,7 +446,7 @@ impl Agent {
                 self.sync(work).await;
             }
         }
-        for certificate_id in installed.keys() {
+        for certificate_id in installed.keys().filter(|_| known) {
             if !wanted.contains_key(certificate_id) {
                 changed += 1;
                 if let Err(error) = self.remove(certificate_id).await {

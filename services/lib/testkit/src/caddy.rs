@@ -144,6 +144,29 @@ impl Caddy {
         self.caddy.kill().await.context("killing caddy")
     }
 
+    /// Starts Caddy again (after [`kill`](Self::kill)) with its first
+    /// configuration on the same ports: what it was given through the admin
+    /// API since is gone, as after a real restart without a saved config.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        let _ = self.caddy.kill().await;
+        let program = find_program("caddy")?;
+        let dir = self.state_dir.path();
+        let mut command = child_command(&program, false);
+        command
+            .arg("run")
+            .arg("--config")
+            .arg(dir.join("caddy.json"))
+            .env("HOME", dir)
+            .env("XDG_DATA_HOME", dir.join("data"))
+            .env("XDG_CONFIG_HOME", dir.join("config"));
+        self.caddy = spawn_logged(command, dir, "caddy")?;
+        self.wait_until_ready()
+            .await
+            .map_err(|failure| match failure {
+                StartFailure::PortTaken(error) | StartFailure::Fatal(error) => error,
+            })
+    }
+
     /// The directory holding the configuration, storage and `caddy.log`.
     pub fn state_dir(&self) -> &Path {
         self.state_dir.path()
