@@ -529,6 +529,35 @@ mod tests {
     }
 
     #[test]
+    fn the_notifier_needs_the_broker_and_the_master_key() {
+        assert!(RoleConfig::validate(Role::Notifier, minimal()).is_ok());
+        let error = RoleConfig::validate(
+            Role::Notifier,
+            Settings {
+                amqp_url: None,
+                ..minimal()
+            },
+        )
+        .unwrap_err();
+        assert!(
+            error.to_string().contains("the notifier needs RabbitMQ"),
+            "{error}"
+        );
+        let error = RoleConfig::validate(
+            Role::Notifier,
+            Settings {
+                master_key_file: None,
+                ..minimal()
+            },
+        )
+        .unwrap_err();
+        assert!(
+            error.to_string().contains("no master key: the notifier"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn an_empty_database_pool_is_refused_by_name() {
         let settings = Settings {
             database_pool_size: Some(0),
