@@ -315,6 +315,38 @@ async fn one_mail_and_one_signed_webhook_per_threshold_even_across_a_restart() {
         ["7 days left", "3 days left", "3 days left", "1 day left"]
     );
 
+    // The record: every (event, channel) sent, the refused webhook after
+    // two attempts.
+    // (The restarted process listens on a new port.)
+    let grpc = env.embedded.as_ref().unwrap().grpc_addr;
+    let history = notifications(grpc, &write)
+        .await
+        .list_notifications(pb::ListNotificationsRequest {
+            certificate_id: id.clone(),
+            limit: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .notifications;
+    assert_eq!(history.len(), 6, "3 thresholds × 2 channels: {history:?}");
+    assert!(
+        history.iter().all(|n| n.status == "sent" && n.sent_at > 0),
+        "{history:?}"
+    );
+    assert!(
+        history
+            .iter()
+            .any(|n| n.channel == "ops-hook" && n.reason == "3 days left" && n.attempts == 2),
+        "{history:?}"
+    );
+    assert!(
+        history
+            .iter()
+            .any(|n| n.channel == "ops-mail" && n.reason == "1 day left" && n.attempts >= 2),
+        "{history:?}"
+    );
+
     // The secrets are sealed: not in the database file in the clear.
     let database = std::fs::read(env.data_dir.path().join("certfleet.db")).unwrap_or_default();
     assert!(

@@ -213,6 +213,16 @@ async fn failures_reach_the_webhook_once_across_notifier_kills() {
             "signed with the channel's secret"
         );
     }
+    let history = cli(grpc, &write, &["notify", "history"]);
+    let history = String::from_utf8_lossy(&history.stdout);
+    assert_eq!(
+        history
+            .lines()
+            .filter(|line| line.contains("pager") && line.contains(" sent "))
+            .count(),
+        2,
+        "{history}"
+    );
     let deleted = cli(grpc, &write, &["notify", "delete", "pager"]);
     assert!(deleted.status.success());
     assert!(

@@ -271,6 +271,70 @@ impl NotificationApi {
     }
 }
 
+impl NotificationApi {
+    async fn history(
+        &self,
+        caller: &Caller,
+        request: &pb::ListNotificationsRequest,
+    ) -> Result<pb::ListNotificationsResponse, ApiError> {
+        let limit = match request.limit {
+            0 => 50,
+            limit @ 1..=500 => limit,
+            other => {
+                return Err(InputError::new("limit", other.to_string(), "must be 1 to 500").into());
+            }
+        };
+        let certificate = Some(request.certificate_id.trim()).filter(|id| !id.is_empty());
+        let rows = self
+            .state
+            .store
+            .list_notifications(&caller.organization_id, certificate, i64::from(limit))
+            .await
+            .map_err(|error| ApiError::store("list notifications", error))?;
+        let mut channel_names: std::collections::HashMap<String, String> =
+            std::collections::HashMap::new();
+        let mut notifications = Vec::with_capacity(rows.len());
+        for row in rows {
+            if !channel_names.contains_key(&row.channel_id) {
+                let name = self
+                    .state
+                    .store
+                    .get_notification_channel_any(&row.channel_id)
+                    .await
+                    .map_err(|error| ApiError::store("find notification channel", error))?
+                    .filter(|channel| channel.organization_id == caller.organization_id)
+                    .map(|channel| channel.name)
+                    .unwrap_or_default();
+                channel_names.insert(row.channel_id.clone(), name);
+            }
+            let event = <pb::CertificateEvent as prost::Message>::decode(row.event.as_slice())
+                .unwrap_or_default();
+            let event_type = certfleet_notify::notice_kind(&event)
+                .map(|kind| kind.as_str().to_owned())
+                .unwrap_or_default();
+            notifications.push(pb::Notification {
+                event_id: row.event_id,
+                event_type,
+                reason: event.reason,
+                certificate_id: row.certificate_id,
+                names: event.names,
+                channel: channel_names
+                    .get(&row.channel_id)
+                    .cloned()
+                    .unwrap_or_default(),
+                channel_id: row.channel_id,
+                status: row.status,
+                attempts: u32::try_from(row.attempts).unwrap_or(0),
+                next_attempt_at: row.next_attempt_at.map_or(0, seconds),
+                last_error: row.last_error.unwrap_or_default(),
+                created_at: seconds(row.created_at),
+                sent_at: row.sent_at.map_or(0, seconds),
+            });
+        }
+        Ok(pb::ListNotificationsResponse { notifications })
+    }
+}
+
 fn is_uuid(text: &str) -> bool {
     text.len() == 36
         && text.char_indices().all(|(index, c)| match index {
@@ -339,6 +403,16 @@ impl NotificationService for NotificationApi {
         let caller = self.caller(&request, Role::Write).await?;
         self.delete(&caller, &request.get_ref().id).await?;
         Ok(Response::new(pb::DeleteNotificationChannelResponse {}))
+    }
+
+    async fn list_notifications(
+        &self,
+        request: Request<pb::ListNotificationsRequest>,
+    ) -> Result<Response<pb::ListNotificationsResponse>, Status> {
+        let caller = self.caller(&request, Role::Read).await?;
+        Ok(Response::new(
+            self.history(&caller, request.get_ref()).await?,
+        ))
     }
 
     async fn test_notification_channel(

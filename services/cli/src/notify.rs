@@ -10,7 +10,8 @@ use std::process::ExitCode;
 use certfleet_proto::v1::notification_service_client::NotificationServiceClient;
 use certfleet_proto::v1::{
     CreateNotificationChannelRequest, DeleteNotificationChannelRequest,
-    ListNotificationChannelsRequest, NotificationChannel, TestNotificationChannelRequest,
+    ListNotificationChannelsRequest, ListNotificationsRequest, Notification, NotificationChannel,
+    TestNotificationChannelRequest,
 };
 use clap::{Subcommand, ValueEnum};
 use serde_json::{Value, json};
@@ -69,6 +70,16 @@ pub enum NotifyCommand {
     Test {
         /// Name or id.
         name: String,
+    },
+    /// What was sent to the channels, what waits for a retry, and what was
+    /// given up (with the server's last answer), newest first.
+    History {
+        /// Only the notifications of this certificate.
+        #[arg(long = "cert", value_name = "ID")]
+        certificate: Option<String>,
+        /// At most this many (1 to 500).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
     },
     /// Delete a channel; notifications it was still owed are dropped.
     Delete {
@@ -166,6 +177,43 @@ pub(crate) async fn run(args: &ClientArgs, command: NotifyCommand) -> anyhow::Re
                 ),
             }
         }
+        NotifyCommand::History { certificate, limit } => {
+            let history = channels(args)
+                .await?
+                .list_notifications(ListNotificationsRequest {
+                    certificate_id: certificate.unwrap_or_default(),
+                    limit,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            match args.output {
+                Output::Json => println!(
+                    "{}",
+                    Value::Array(
+                        history
+                            .notifications
+                            .iter()
+                            .map(notification_json)
+                            .collect()
+                    )
+                ),
+                Output::Table => {
+                    let rows: Vec<Vec<String>> =
+                        history.notifications.iter().map(notification_row).collect();
+                    println!(
+                        "{}",
+                        table(
+                            &[
+                                "CREATED", "EVENT", "REASON", "NAMES", "CHANNEL", "STATUS",
+                                "TRIES", "DETAIL"
+                            ],
+                            &rows
+                        )
+                    );
+                }
+            }
+        }
         NotifyCommand::Delete { name } => {
             channels(args)
                 .await?
@@ -235,4 +283,51 @@ fn channel_details(channel: &NotificationChannel) -> String {
         lines.push(format!("  {key} = (secret, set; never shown)"));
     }
     lines.join("\n")
+}
+
+fn notification_json(notification: &Notification) -> Value {
+    json!({
+        "event_id": notification.event_id,
+        "event_type": notification.event_type,
+        "reason": notification.reason,
+        "certificate_id": notification.certificate_id,
+        "names": notification.names,
+        "channel_id": notification.channel_id,
+        "channel": notification.channel,
+        "status": notification.status,
+        "attempts": notification.attempts,
+        "next_attempt_at": timestamp(notification.next_attempt_at),
+        "last_error": notification.last_error,
+        "created_at": timestamp(notification.created_at),
+        "sent_at": timestamp(notification.sent_at),
+    })
+}
+
+/// One line: when, what, to which channel, and how it went (sent when; the
+/// next try; or why it was given up).
+fn notification_row(notification: &Notification) -> Vec<String> {
+    let detail = match notification.status.as_str() {
+        "sent" => format!("sent {}", timestamp(notification.sent_at)),
+        "pending" if notification.attempts > 0 => format!(
+            "next try {}: {}",
+            timestamp(notification.next_attempt_at),
+            notification.last_error
+        ),
+        "pending" => "due now".to_owned(),
+        _ => notification.last_error.clone(),
+    };
+    vec![
+        timestamp(notification.created_at),
+        notification
+            .event_type
+            .strip_prefix("certificate.")
+            .unwrap_or(&notification.event_type)
+            .to_owned(),
+        notification.reason.clone(),
+        notification.names.join(","),
+        notification.channel.clone(),
+        notification.status.clone(),
+        notification.attempts.to_string(),
+        detail,
+    ]
 }
