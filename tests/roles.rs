@@ -238,6 +238,18 @@ impl RoleStack {
 }
 
 impl RoleStack {
+    /// An api listening for gRPC on a free port (not yet healthy): the
+    /// process, with its health address, and the gRPC address.
+    pub fn spawn_api(&self) -> anyhow::Result<((RoleProcess, SocketAddr), SocketAddr)> {
+        let grpc = SocketAddr::from(([127, 0, 0, 1], certfleet_testkit::free_port()));
+        let api = self.spawn(
+            "certfleet-api",
+            "api",
+            vec!["--grpc-listen".to_owned(), grpc.to_string()],
+        )?;
+        Ok((api, grpc))
+    }
+
     /// An api on a free port, a responder on Pebble's HTTP-01 port and an
     /// issuer self-checking there, all healthy; returns them with the api's
     /// gRPC address.
@@ -245,14 +257,10 @@ impl RoleStack {
         &self,
         pebble: &certfleet_testkit::Pebble,
     ) -> anyhow::Result<(Vec<(RoleProcess, SocketAddr)>, SocketAddr)> {
-        let grpc = SocketAddr::from(([127, 0, 0, 1], certfleet_testkit::free_port()));
+        let (api, grpc) = self.spawn_api()?;
         let http01 = SocketAddr::from(([127, 0, 0, 1], pebble.http01_port()));
         let mut processes = vec![
-            self.spawn(
-                "certfleet-api",
-                "api",
-                vec!["--grpc-listen".to_owned(), grpc.to_string()],
-            )?,
+            api,
             self.spawn(
                 "certfleet-responder",
                 "responder",

@@ -4,10 +4,9 @@
 //! empties the dead-letter queue; a malformed dead letter is dropped without
 //! harm.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use certfleet_e2e::certfleet_testkit::{Pebble, PebbleOptions, free_port};
+use certfleet_e2e::certfleet_testkit::{Pebble, PebbleOptions};
 use certfleet_e2e::{RoleStack, all_logs, organization, request, terminate_all, wait_all_healthy};
 use certfleet_proto::v1::{self as pb, GetCertificateRequest};
 use futures_util::StreamExt as _;
@@ -38,15 +37,9 @@ async fn depth(channel: &lapin::Channel, queue: &str) -> u32 {
 async fn a_dead_lettered_job_is_recorded_on_its_certificate() {
     let pebble = Pebble::start(PebbleOptions::default()).await.unwrap();
     let stack = RoleStack::create(&pebble).await.unwrap();
-    let grpc = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let (api, grpc) = stack.spawn_api().unwrap();
     let mut processes = vec![
-        stack
-            .spawn(
-                "certfleet-api",
-                "api",
-                vec!["--grpc-listen".to_owned(), grpc.to_string()],
-            )
-            .unwrap(),
+        api,
         stack
             .spawn(
                 "certfleet-scheduler",

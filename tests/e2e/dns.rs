@@ -612,15 +612,9 @@ async fn wildcard_and_apex_in_the_distributed_mode() {
     stack
         .env
         .push(("CERTFLEET_DNS_RESOLVER".to_owned(), bind.addr().to_string()));
-    let grpc = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let (api, grpc) = stack.spawn_api().unwrap();
     let mut processes = vec![
-        stack
-            .spawn(
-                "certfleet-api",
-                "api",
-                vec!["--grpc-listen".to_owned(), grpc.to_string()],
-            )
-            .unwrap(),
+        api,
         stack
             .spawn("certfleet-issuer", "issuer", Vec::new())
             .unwrap(),

@@ -10,13 +10,14 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use certfleet_e2e::TestEnv;
 use certfleet_e2e::certfleet_testkit::{Caddy, PebbleOptions};
-use certfleet_e2e::{TestEnv, wait_for};
 use certfleet_proto::v1 as pb;
 use tokio::time::Instant;
 
 use crate::proxy_nginx::{
-    agent_token_file, issued, openssl_serial, same_serial, spawn_agent, wait_for_installation,
+    agent_token_file, issued, openssl_serial, renewed, same_serial, spawn_agent,
+    wait_for_installation,
 };
 
 const NAMES: [&str; 2] = ["www.caddy-shop.test", "caddy-shop.test"];
@@ -159,17 +160,7 @@ async fn caddy_gets_every_version_through_its_admin_api() {
     );
 
     // Renewal: version 2 served and reported, version 1's files gone.
-    client
-        .renew_certificate(pb::RenewCertificateRequest { id: id.clone() })
-        .await
-        .unwrap();
-    let v2 = wait_for(&mut client, &id, Duration::from_secs(60), |c| {
-        c.current.as_ref().is_some_and(|v| v.version == 2) && certfleet_e2e::is_valid(c)
-    })
-    .await
-    .unwrap()
-    .current
-    .unwrap();
+    let v2 = renewed(&mut client, &id, 2).await;
     let report = wait_for_installation(&mut client, &id, AGENT, 2, true, &log).await;
     assert!(
         same_serial(&report.serial, &v2.serial),
@@ -194,17 +185,7 @@ async fn caddy_gets_every_version_through_its_admin_api() {
     // (naming the API) and retried; Caddy back (having forgotten everything
     // it was given), the agent installs the new version and it is served.
     caddy.kill().await.unwrap();
-    client
-        .renew_certificate(pb::RenewCertificateRequest { id: id.clone() })
-        .await
-        .unwrap();
-    let v3 = wait_for(&mut client, &id, Duration::from_secs(60), |c| {
-        c.current.as_ref().is_some_and(|v| v.version == 3) && certfleet_e2e::is_valid(c)
-    })
-    .await
-    .unwrap()
-    .current
-    .unwrap();
+    let v3 = renewed(&mut client, &id, 3).await;
     let failed = wait_for_installation(&mut client, &id, AGENT, 3, false, &log).await;
     assert!(
         failed.error.contains(&caddy.admin_url()),

@@ -137,6 +137,21 @@ pub async fn issued(client: &mut Certificates, names: &[&str]) -> (String, pb::C
     (id, certificate.current.unwrap())
 }
 
+/// Renews `id` now and waits until version `version` is valid: that version.
+pub async fn renewed(client: &mut Certificates, id: &str, version: u32) -> pb::CertificateVersion {
+    client
+        .renew_certificate(pb::RenewCertificateRequest { id: id.to_owned() })
+        .await
+        .unwrap();
+    wait_for(client, id, Duration::from_secs(60), |c| {
+        c.current.as_ref().is_some_and(|v| v.version == version) && certfleet_e2e::is_valid(c)
+    })
+    .await
+    .unwrap()
+    .current
+    .unwrap()
+}
+
 /// The serial `openssl s_client` sees for `name` at `address` (upper-case hex).
 pub fn openssl_serial(address: SocketAddr, name: &str) -> String {
     let script = format!(
@@ -246,17 +261,7 @@ async fn nginx_gets_every_version_without_a_failed_request() {
             }
         })
     };
-    client
-        .renew_certificate(pb::RenewCertificateRequest { id: id.clone() })
-        .await
-        .unwrap();
-    let v2 = wait_for(&mut client, &id, Duration::from_secs(60), |c| {
-        c.current.as_ref().is_some_and(|v| v.version == 2) && certfleet_e2e::is_valid(c)
-    })
-    .await
-    .unwrap()
-    .current
-    .unwrap();
+    let v2 = renewed(&mut client, &id, 2).await;
     let renewed_at = Instant::now();
     wait_for_installation(&mut client, &id, "web-1/nginx", 2, true, &log).await;
     let install_ms = renewed_at.elapsed().as_millis();
@@ -289,17 +294,7 @@ async fn nginx_gets_every_version_without_a_failed_request() {
     // failure is reported; fixed, the agent's retry installs the new one.
     let broken = certfleet_dir.join("servers").join("zz-operator.conf");
     std::fs::write(&broken, "this_is_not_a_directive on;\n").unwrap();
-    client
-        .renew_certificate(pb::RenewCertificateRequest { id: id.clone() })
-        .await
-        .unwrap();
-    let v3 = wait_for(&mut client, &id, Duration::from_secs(60), |c| {
-        c.current.as_ref().is_some_and(|v| v.version == 3) && certfleet_e2e::is_valid(c)
-    })
-    .await
-    .unwrap()
-    .current
-    .unwrap();
+    let v3 = renewed(&mut client, &id, 3).await;
     let failed = wait_for_installation(&mut client, &id, "web-1/nginx", 3, false, &log).await;
     assert!(
         failed.error.contains("this_is_not_a_directive"),

@@ -18,14 +18,14 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use certfleet_e2e::TestEnv;
 use certfleet_e2e::certfleet_testkit::PebbleOptions;
-use certfleet_e2e::{TestEnv, wait_for};
 use certfleet_proto::v1 as pb;
 use serde_norway::Value;
 use tokio::time::Instant;
 
 use crate::proxy_nginx::{
-    agent_token_file, issued, same_serial, spawn_agent, wait_for_installation,
+    agent_token_file, issued, renewed, same_serial, spawn_agent, wait_for_installation,
 };
 
 const NAMES: [&str; 2] = ["www.traefik-shop.test", "traefik-shop.test"];
@@ -198,17 +198,7 @@ async fn traefik_file_provider_gets_the_documented_configuration() {
     );
 
     // Renewal: the configuration names version 2's files, version 1's go.
-    client
-        .renew_certificate(pb::RenewCertificateRequest { id: id.clone() })
-        .await
-        .unwrap();
-    let v2 = wait_for(&mut client, &id, Duration::from_secs(60), |c| {
-        c.current.as_ref().is_some_and(|v| v.version == 2) && certfleet_e2e::is_valid(c)
-    })
-    .await
-    .unwrap()
-    .current
-    .unwrap();
+    let v2 = renewed(&mut client, &id, 2).await;
     wait_until(
         "the configuration file still names version 1",
         Duration::from_secs(30),

@@ -40,20 +40,11 @@ fn challenge_files(webroot: &Path) -> Vec<String> {
 async fn http01_is_answered_from_the_agents_webroot() {
     let pebble = Pebble::start(PebbleOptions::default()).await.unwrap();
     let stack = RoleStack::create(&pebble).await.unwrap();
-    let grpc = SocketAddr::from((
-        [127, 0, 0, 1],
-        certfleet_e2e::certfleet_testkit::free_port(),
-    ));
+    let (api, grpc) = stack.spawn_api().unwrap();
     let http01 = SocketAddr::from(([127, 0, 0, 1], pebble.http01_port()));
     // An api and an issuer, no responder: only the webroot answers HTTP-01.
     let mut processes = vec![
-        stack
-            .spawn(
-                "certfleet-api",
-                "api",
-                vec!["--grpc-listen".to_owned(), grpc.to_string()],
-            )
-            .unwrap(),
+        api,
         stack
             .spawn(
                 "certfleet-issuer",

@@ -4,7 +4,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use certfleet_core::{
-    CertificateStatus, ChallengeType, InputError, KeyType, RevocationReason, Role,
+    CertificateStatus, ChallengeType, InputError, KeyType, RevocationReason, Role, validate_slug,
 };
 use certfleet_proto::v1 as pb;
 use certfleet_store::{Certificate, CertificateVersion, PageCursor};
@@ -232,6 +232,29 @@ pub fn decode_page_token(field: &str, token: &str) -> Result<Option<PageCursor>,
         created_at,
         id: id.to_owned(),
     }))
+}
+
+/// Names of an organization's resources (DNS providers, notification
+/// channels) follow the organization slug rules, and must not look like an
+/// id: calls take either, so a name must never shadow an id.
+pub(crate) fn check_name(name: &str) -> Result<(), InputError> {
+    validate_slug("name", name)?;
+    if looks_like_uuid(name) {
+        return Err(InputError::new(
+            "name",
+            name,
+            "looks like an id; choose a name that is not a UUID",
+        ));
+    }
+    Ok(())
+}
+
+fn looks_like_uuid(text: &str) -> bool {
+    text.len() == 36
+        && text.char_indices().all(|(index, c)| match index {
+            8 | 13 | 18 | 23 => c == '-',
+            _ => c.is_ascii_hexdigit(),
+        })
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use certfleet_core::{DomainName, InputError, Role, validate_slug};
+use certfleet_core::{DomainName, InputError, Role};
 use certfleet_dns::{
     DnsError, DnsLookup, DnsSolver, ProbeReport, ProviderConfig, ProviderKind, SettingError,
 };
@@ -18,7 +18,7 @@ use tonic::{Request, Response, Status};
 use zeroize::Zeroizing;
 
 use crate::auth::{Authenticator, OrgCaller as Caller};
-use crate::convert::seconds;
+use crate::convert::{check_name, seconds};
 use crate::{ApiError, ApiState};
 
 /// The gRPC implementation of `certfleet.v1.DnsProviderService`.
@@ -285,28 +285,6 @@ impl DnsProviderApi {
         );
         Ok(report_to_proto(report))
     }
-}
-
-/// Provider names follow the organization slug rules, and must not look
-/// like an id: calls take either, so a name must never shadow an id.
-fn check_name(name: &str) -> Result<(), InputError> {
-    validate_slug("name", name)?;
-    if looks_like_uuid(name) {
-        return Err(InputError::new(
-            "name",
-            name,
-            "looks like an id; choose a name that is not a UUID",
-        ));
-    }
-    Ok(())
-}
-
-fn looks_like_uuid(text: &str) -> bool {
-    text.len() == 36
-        && text.char_indices().all(|(index, c)| match index {
-            8 | 13 | 18 | 23 => c == '-',
-            _ => c.is_ascii_hexdigit(),
-        })
 }
 
 fn provider_to_proto(

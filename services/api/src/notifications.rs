@@ -6,17 +6,17 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use certfleet_core::{InputError, Role, validate_slug};
-use certfleet_notify::{ChannelSettings, Notice, NoticeKind, deliver, event_name};
+use certfleet_core::{InputError, Role};
+use certfleet_notify::{
+    ChannelSettings, Notice, NoticeKind, OpenError, deliver, event_name, seal_secrets,
+};
 use certfleet_proto::v1 as pb;
 use certfleet_proto::v1::notification_service_server::NotificationService;
 use certfleet_store::{AuditEntry, Effects, NotificationChannelRow, new_id};
-use certfleet_vault::EncryptionContext;
 use tonic::{Request, Response, Status};
-use zeroize::Zeroizing;
 
 use crate::auth::{Authenticator, OrgCaller as Caller};
-use crate::convert::seconds;
+use crate::convert::{check_name, seconds};
 use crate::{ApiError, ApiState};
 
 /// How long `TestNotificationChannel` waits for the server.
@@ -55,15 +55,7 @@ impl NotificationApi {
         caller: &Caller,
         request: pb::CreateNotificationChannelRequest,
     ) -> Result<pb::NotificationChannel, ApiError> {
-        validate_slug("name", &request.name)?;
-        if is_uuid(&request.name) {
-            return Err(InputError::new(
-                "name",
-                &request.name,
-                "looks like an id; choose a name that is not a UUID",
-            )
-            .into());
-        }
+        check_name(&request.name)?;
         let values: BTreeMap<String, String> = request.settings.into_iter().collect();
         let parsed = ChannelSettings::parse(&request.kind, values, &request.events)?;
         let (plain, secret) = parsed.split();
@@ -72,26 +64,9 @@ impl NotificationApi {
         let settings = serde_json::to_string(&plain)
             .map_err(|error| ApiError::Internal(format!("channel settings: {error}")))?;
         let secret_names: Vec<String> = secret.keys().cloned().collect();
-        let secrets_sealed = if secret.is_empty() {
-            None
-        } else {
-            let values: BTreeMap<&str, &str> = secret
-                .iter()
-                .map(|(name, value)| (name.as_str(), value.as_str()))
-                .collect();
-            let plaintext = Zeroizing::new(serde_json::to_vec(&values).map_err(|error| {
-                ApiError::Internal(format!("channel secret settings: {error}"))
-            })?);
-            drop(values);
-            let context = EncryptionContext::notification_channel(organization_id, &id);
-            Some(
-                self.state
-                    .vault
-                    .seal(&context, &plaintext)
-                    .await
-                    .map_err(|error| ApiError::vault("seal channel secrets", error))?,
-            )
-        };
+        let secrets_sealed = seal_secrets(&self.state.vault, organization_id, &id, &secret)
+            .await
+            .map_err(|error| ApiError::vault("seal channel secrets", error))?;
         drop(secret);
         let now = self.state.clock.now_ms();
         let row = NotificationChannelRow {
@@ -208,32 +183,15 @@ impl NotificationApi {
         id_or_name: &str,
     ) -> Result<pb::TestNotificationChannelResponse, ApiError> {
         let row = self.find(caller, id_or_name).await?;
-        let secrets = match &row.secrets_sealed {
-            Some(sealed) => {
-                let context =
-                    EncryptionContext::notification_channel(&row.organization_id, &row.id);
-                Some(
-                    self.state
-                        .vault
-                        .open(&context, sealed)
-                        .await
-                        .map_err(|error| ApiError::vault("open channel secrets", error))?,
-                )
-            }
-            None => None,
-        };
-        let settings = ChannelSettings::from_stored(
-            &row.kind,
-            &row.settings,
-            secrets.as_deref().map(Vec::as_slice),
-        )
-        .map_err(|error| {
-            ApiError::FailedPrecondition(format!(
-                "the channel {:?} cannot be used: {error}",
-                row.name
-            ))
-        })?;
-        drop(secrets);
+        let settings = ChannelSettings::open(&self.state.vault, &row)
+            .await
+            .map_err(|error| match error {
+                OpenError::Vault(error) => ApiError::vault("open channel secrets", error),
+                OpenError::Settings(error) => ApiError::FailedPrecondition(format!(
+                    "the channel {:?} cannot be used: {error}; delete it and add it again",
+                    row.name
+                )),
+            })?;
         let slug = self
             .state
             .store
@@ -299,10 +257,9 @@ impl NotificationApi {
                 let name = self
                     .state
                     .store
-                    .get_notification_channel_any(&row.channel_id)
+                    .get_notification_channel_any(&caller.organization_id, &row.channel_id)
                     .await
                     .map_err(|error| ApiError::store("find notification channel", error))?
-                    .filter(|channel| channel.organization_id == caller.organization_id)
                     .map(|channel| channel.name)
                     .unwrap_or_default();
                 channel_names.insert(row.channel_id.clone(), name);
@@ -333,14 +290,6 @@ impl NotificationApi {
         }
         Ok(pb::ListNotificationsResponse { notifications })
     }
-}
-
-fn is_uuid(text: &str) -> bool {
-    text.len() == 36
-        && text.char_indices().all(|(index, c)| match index {
-            8 | 13 | 18 | 23 => c == '-',
-            _ => c.is_ascii_hexdigit(),
-        })
 }
 
 fn channel_to_proto(

@@ -1,11 +1,12 @@
 //! The gRPC client of the CLI: endpoint, bearer token, and plain error text.
 
-use anyhow::{Context as _, anyhow, bail};
+use anyhow::{Context as _, anyhow};
 use certfleet_proto::v1::certificate_service_client::CertificateServiceClient;
 use certfleet_proto::v1::dns_provider_service_client::DnsProviderServiceClient;
+use certfleet_proto::v1::notification_service_client::NotificationServiceClient;
 use certfleet_proto::v1::organization_service_client::OrganizationServiceClient;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic::transport::Channel;
 
 use crate::args::ClientArgs;
 
@@ -19,72 +20,29 @@ pub fn bearer(token: &str) -> anyhow::Result<Bearer> {
 pub(crate) type Certificates = CertificateServiceClient<InterceptedService<Channel, Bearer>>;
 pub(crate) type Organizations = OrganizationServiceClient<InterceptedService<Channel, Bearer>>;
 pub(crate) type DnsProviders = DnsProviderServiceClient<InterceptedService<Channel, Bearer>>;
+pub(crate) type Notifications = NotificationServiceClient<InterceptedService<Channel, Bearer>>;
 
-pub(crate) async fn connect(args: &ClientArgs) -> anyhow::Result<(Channel, Bearer)> {
+async fn connect(args: &ClientArgs) -> anyhow::Result<(Channel, Bearer)> {
     let token = args
         .token
         .as_deref()
         .ok_or_else(|| anyhow!("no token: pass --token or set CERTFLEET_TOKEN"))?;
     let bearer = bearer(token)?;
-    let mut endpoint = Channel::from_shared(args.endpoint.clone())
-        .map_err(|error| anyhow!("invalid --endpoint {:?}: {error}", args.endpoint))?
-        .connect_timeout(std::time::Duration::from_secs(5));
-    if args.endpoint.starts_with("https://") {
-        let mut tls = ClientTlsConfig::new().with_native_roots();
-        if let Some(path) = &args.ca_cert {
-            let pem = std::fs::read(path)
-                .with_context(|| format!("reading --ca-cert {}", path.display()))?;
-            tls = tls.ca_certificate(Certificate::from_pem(pem));
-        }
-        if let Some(identity) = client_identity(args)? {
-            tls = tls.identity(identity);
-        }
-        endpoint = endpoint
-            .tls_config(tls)
-            .with_context(|| format!("TLS settings for {}", args.endpoint))?;
-    } else if args.ca_cert.is_some() {
-        bail!(
-            "--ca-cert needs an https:// endpoint, not {}",
-            args.endpoint
-        );
-    } else if args.client_cert.is_some() || args.client_key.is_some() {
-        bail!(
-            "--client-cert and --client-key need an https:// endpoint, not {}",
-            args.endpoint
-        );
-    }
+    let endpoint = certfleet_proto::endpoint(
+        &args.endpoint,
+        "--endpoint",
+        certfleet_proto::ClientTls {
+            ca_cert: args.ca_cert.as_deref(),
+            client_cert: args.client_cert.as_deref(),
+            client_key: args.client_key.as_deref(),
+        },
+    )
+    .map_err(|error| anyhow!(error))?;
     let channel = endpoint
         .connect()
         .await
         .with_context(|| format!("cannot reach certfleet at {}", args.endpoint))?;
     Ok((channel, bearer))
-}
-
-/// The client certificate and key for mutual TLS, checked before connecting.
-fn client_identity(args: &ClientArgs) -> anyhow::Result<Option<Identity>> {
-    let (certificate, key) = match (&args.client_cert, &args.client_key) {
-        (Some(certificate), Some(key)) => (certificate, key),
-        (None, None) => return Ok(None),
-        _ => bail!(
-            "--client-cert and --client-key (CERTFLEET_CLIENT_CERT, CERTFLEET_CLIENT_KEY) go together"
-        ),
-    };
-    let certificate_pem = std::fs::read(certificate)
-        .with_context(|| format!("reading --client-cert {}", certificate.display()))?;
-    let key_pem =
-        std::fs::read(key).with_context(|| format!("reading --client-key {}", key.display()))?;
-    let identity = Identity::from_pem(certificate_pem, key_pem);
-    // Parsed here so that the error names the files, not the endpoint.
-    Channel::from_static("https://certfleet.invalid")
-        .tls_config(ClientTlsConfig::new().identity(identity.clone()))
-        .with_context(|| {
-            format!(
-                "--client-cert {} / --client-key {}: not a usable certificate and key",
-                certificate.display(),
-                key.display()
-            )
-        })?;
-    Ok(Some(identity))
 }
 
 pub(crate) async fn certificates(args: &ClientArgs) -> anyhow::Result<Certificates> {
@@ -100,6 +58,11 @@ pub(crate) async fn organizations(args: &ClientArgs) -> anyhow::Result<Organizat
 pub(crate) async fn dns_providers(args: &ClientArgs) -> anyhow::Result<DnsProviders> {
     let (channel, bearer) = connect(args).await?;
     Ok(DnsProviderServiceClient::with_interceptor(channel, bearer))
+}
+
+pub(crate) async fn notifications(args: &ClientArgs) -> anyhow::Result<Notifications> {
+    let (channel, bearer) = connect(args).await?;
+    Ok(NotificationServiceClient::with_interceptor(channel, bearer))
 }
 
 /// The server's message, which already names the field and value where it matters.

@@ -1,7 +1,7 @@
 //! The client commands: organizations, tokens and certificates over gRPC, and
 //! `migrate`.
 
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::os::unix::fs::DirBuilderExt as _;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -309,7 +309,10 @@ async fn download(
         ("privkey.pem", &bundle.private_key_pem, 0o600),
     ];
     for (name, contents, mode) in files {
-        write_atomically(&out.join(name), contents.as_bytes(), mode)?;
+        let path = out.join(name);
+        // Through a temporary file and a rename: a reader never sees half a file.
+        certfleet_proxy::write_atomically(&path, contents.as_bytes(), mode)
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     match args.output {
         Output::Json => println!(
@@ -330,27 +333,6 @@ async fn download(
         ),
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Writes through a temporary file and a rename, so a reader never sees half a file.
-fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    let temporary = path.with_extension(format!("tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&temporary)?;
-        file.write_all(contents)?;
-        file.sync_all()?;
-        std::fs::rename(&temporary, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temporary);
-    }
-    result.with_context(|| format!("writing {}", path.display()))
 }
 
 fn key_type_proto(key_type: KeyTypeArg) -> pb::KeyType {

@@ -7,7 +7,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use certfleet_proto::v1::notification_service_client::NotificationServiceClient;
 use certfleet_proto::v1::{
     CreateNotificationChannelRequest, DeleteNotificationChannelRequest,
     ListNotificationChannelsRequest, ListNotificationsRequest, Notification, NotificationChannel,
@@ -118,7 +117,7 @@ pub(crate) async fn run(args: &ClientArgs, command: NotifyCommand) -> anyhow::Re
                 settings: collect_settings(set, set_file)?,
                 events,
             };
-            let created = channels(args)
+            let created = client::notifications(args)
                 .await?
                 .create_notification_channel(request)
                 .await
@@ -130,7 +129,7 @@ pub(crate) async fn run(args: &ClientArgs, command: NotifyCommand) -> anyhow::Re
             }
         }
         NotifyCommand::List => {
-            let list = channels(args)
+            let list = client::notifications(args)
                 .await?
                 .list_notification_channels(ListNotificationChannelsRequest {})
                 .await
@@ -160,7 +159,7 @@ pub(crate) async fn run(args: &ClientArgs, command: NotifyCommand) -> anyhow::Re
             }
         }
         NotifyCommand::Test { name } => {
-            let report = channels(args)
+            let report = client::notifications(args)
                 .await?
                 .test_notification_channel(TestNotificationChannelRequest { id: name.clone() })
                 .await
@@ -178,7 +177,7 @@ pub(crate) async fn run(args: &ClientArgs, command: NotifyCommand) -> anyhow::Re
             }
         }
         NotifyCommand::History { certificate, limit } => {
-            let history = channels(args)
+            let history = client::notifications(args)
                 .await?
                 .list_notifications(ListNotificationsRequest {
                     certificate_id: certificate.unwrap_or_default(),
@@ -215,7 +214,7 @@ pub(crate) async fn run(args: &ClientArgs, command: NotifyCommand) -> anyhow::Re
             }
         }
         NotifyCommand::Delete { name } => {
-            channels(args)
+            client::notifications(args)
                 .await?
                 .delete_notification_channel(DeleteNotificationChannelRequest { id: name.clone() })
                 .await
@@ -227,17 +226,6 @@ pub(crate) async fn run(args: &ClientArgs, command: NotifyCommand) -> anyhow::Re
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-async fn channels(
-    args: &ClientArgs,
-) -> anyhow::Result<
-    NotificationServiceClient<
-        tonic::service::interceptor::InterceptedService<tonic::transport::Channel, client::Bearer>,
-    >,
-> {
-    let (channel, bearer) = client::connect(args).await?;
-    Ok(NotificationServiceClient::with_interceptor(channel, bearer))
 }
 
 /// Where a channel sends: its recipients or URL (host only: a webhook URL's

@@ -142,29 +142,33 @@ impl Agent {
 
     /// Brings one certificate up to date; a failure is retried later.
     async fn sync(&mut self, work: &Work) {
-        match self.sync_once(work).await {
-            Ok(()) => {
-                self.retries.remove(work);
-            }
-            Err(error) => {
-                let failures = self.retries.get(work).map_or(0, |retry| retry.failures) + 1;
-                let pause = RETRY_PAUSES[(failures - 1).min(RETRY_PAUSES.len() - 1)];
-                tracing::warn!(
-                    certificate_id = %work.certificate_id,
-                    organization = %work.slug,
-                    %error,
-                    retry_in_seconds = pause.as_secs(),
-                    "certificate not brought up to date"
-                );
-                self.retries.insert(
-                    work.clone(),
-                    Retry {
-                        failures,
-                        due: Instant::now() + pause,
-                    },
-                );
-            }
-        }
+        let result = self.sync_once(work).await;
+        self.record(work, result);
+    }
+
+    /// Forgets a certificate's retry after a success; schedules the next
+    /// one (5 s, 30 s, … 30 min) after a failure.
+    fn record(&mut self, work: &Work, result: Result<(), String>) {
+        let Err(error) = result else {
+            self.retries.remove(work);
+            return;
+        };
+        let failures = self.retries.get(work).map_or(0, |retry| retry.failures) + 1;
+        let pause = RETRY_PAUSES[(failures - 1).min(RETRY_PAUSES.len() - 1)];
+        tracing::warn!(
+            certificate_id = %work.certificate_id,
+            organization = %work.slug,
+            %error,
+            retry_in_seconds = pause.as_secs(),
+            "certificate not brought up to date"
+        );
+        self.retries.insert(
+            work.clone(),
+            Retry {
+                failures,
+                due: Instant::now() + pause,
+            },
+        );
     }
 
     /// Retries whose time has come.
@@ -398,7 +402,7 @@ impl Agent {
                 (HashMap::new(), false)
             }
         };
-        let mut wanted: HashMap<String, (Work, u32)> = HashMap::new();
+        let mut wanted: HashMap<String, (Work, pb::Certificate, u32)> = HashMap::new();
         let slugs: Vec<String> = self
             .slugs
             .values()
@@ -430,7 +434,7 @@ impl Agent {
                             slug: slug.clone(),
                             certificate_id: certificate.id.clone(),
                         };
-                        wanted.insert(certificate.id, (work, version));
+                        wanted.insert(certificate.id.clone(), (work, certificate, version));
                     }
                 }
                 if page.next_page_token.is_empty() {
@@ -440,17 +444,29 @@ impl Agent {
             }
         }
         let mut changed = 0_usize;
-        for (certificate_id, (work, version)) in &wanted {
+        // The listing already holds each certificate and the proxy's
+        // versions are known: install what differs straight away.
+        for (certificate_id, (work, certificate, version)) in &wanted {
             if installed.get(certificate_id) != Some(version) && !self.retries.contains_key(work) {
                 changed += 1;
-                self.sync(work).await;
+                let result = self.install(work, certificate, *version).await;
+                self.record(work, result);
             }
         }
         for certificate_id in installed.keys().filter(|_| known) {
             if !wanted.contains_key(certificate_id) {
                 changed += 1;
-                if let Err(error) = self.remove(certificate_id).await {
-                    tracing::warn!(certificate_id, %error, "cannot remove a certificate no longer served");
+                match self.target.remove(certificate_id).await {
+                    Ok(()) => {
+                        tracing::info!(
+                            certificate_id,
+                            target = self.target.kind(),
+                            "certificate removed"
+                        );
+                    }
+                    Err(error) => {
+                        tracing::warn!(certificate_id, %error, "cannot remove a certificate no longer served");
+                    }
                 }
             }
         }

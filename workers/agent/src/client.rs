@@ -4,12 +4,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context as _, anyhow, bail};
+use anyhow::anyhow;
 use certfleet_proto::Bearer;
 use certfleet_proto::v1::certificate_service_client::CertificateServiceClient;
 use certfleet_proto::v1::organization_service_client::OrganizationServiceClient;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic::transport::Channel;
 
 pub type Certificates = CertificateServiceClient<InterceptedService<Channel, Bearer>>;
 pub type Organizations = OrganizationServiceClient<InterceptedService<Channel, Bearer>>;
@@ -28,37 +28,17 @@ pub struct Endpoint {
 pub fn clients(endpoint: &Endpoint, token: &str) -> anyhow::Result<(Certificates, Organizations)> {
     let bearer = Bearer::new(token)
         .ok_or_else(|| anyhow!("the agent token contains characters that cannot be sent"))?;
-    let mut channel = Channel::from_shared(endpoint.url.clone())
-        .map_err(|error| anyhow!("invalid --api-url {:?}: {error}", endpoint.url))?
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(30));
-    if endpoint.url.starts_with("https://") {
-        let mut tls = ClientTlsConfig::new().with_native_roots();
-        if let Some(path) = &endpoint.ca_cert {
-            let pem = std::fs::read(path)
-                .with_context(|| format!("reading --ca-cert {}", path.display()))?;
-            tls = tls.ca_certificate(Certificate::from_pem(pem));
-        }
-        match (&endpoint.client_cert, &endpoint.client_key) {
-            (Some(certificate), Some(key)) => {
-                let certificate_pem = std::fs::read(certificate)
-                    .with_context(|| format!("reading --client-cert {}", certificate.display()))?;
-                let key_pem = std::fs::read(key)
-                    .with_context(|| format!("reading --client-key {}", key.display()))?;
-                tls = tls.identity(Identity::from_pem(certificate_pem, key_pem));
-            }
-            (None, None) => {}
-            _ => bail!("--client-cert and --client-key go together"),
-        }
-        channel = channel
-            .tls_config(tls)
-            .with_context(|| format!("TLS settings for {}", endpoint.url))?;
-    } else if endpoint.ca_cert.is_some() || endpoint.client_cert.is_some() {
-        bail!(
-            "--ca-cert, --client-cert and --client-key need an https:// --api-url, not {}",
-            endpoint.url
-        );
-    }
+    let channel = certfleet_proto::endpoint(
+        &endpoint.url,
+        "--api-url",
+        certfleet_proto::ClientTls {
+            ca_cert: endpoint.ca_cert.as_deref(),
+            client_cert: endpoint.client_cert.as_deref(),
+            client_key: endpoint.client_key.as_deref(),
+        },
+    )
+    .map_err(|error| anyhow!(error))?
+    .timeout(Duration::from_secs(30));
     let channel = channel.connect_lazy();
     Ok((
         CertificateServiceClient::with_interceptor(channel.clone(), bearer.clone()),

@@ -273,13 +273,13 @@ impl Scheduler {
         let mut sent = 0;
         for (index, days) in EXPIRY_WARNING_DAYS.iter().enumerate() {
             let passed = &EXPIRY_WARNING_DAYS[index + 1..];
+            let left = if *days == 1 {
+                "1 day left".to_owned()
+            } else {
+                format!("{days} days left")
+            };
             let due = self.store.expiry_warnings_due(*days, now, BATCH).await?;
             for (certificate, version) in due {
-                let left = if *days == 1 {
-                    "1 day left".to_owned()
-                } else {
-                    format!("{days} days left")
-                };
                 let event = certfleet_bus::EventBuilder::new(
                     certfleet_proto::v1::EventType::Expiring,
                     &certificate.organization_id,

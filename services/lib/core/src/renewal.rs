@@ -19,13 +19,26 @@ pub fn renew_at(not_before_ms: i64, not_after_ms: i64, renew_before_expiry_ms: O
         lifetime / 3
     };
     let default_at = not_after_ms.saturating_sub(remaining_at_renewal);
-    let at = match renew_before_expiry_ms {
-        Some(before) if before > 0 && before < lifetime => {
-            default_at.min(not_after_ms.saturating_sub(before))
-        }
-        _ => default_at,
+    let at = match renew_before_override(not_before_ms, not_after_ms, renew_before_expiry_ms) {
+        Some(asked) => default_at.min(asked),
+        None => default_at,
     };
     at.max(not_before_ms)
+}
+
+/// The renewal time `renew_before_expiry_ms` asks for, when it is honoured:
+/// positive and shorter than the lifetime (a longer one would make every new
+/// certificate due at once, a renewal loop). The caller takes the earlier of
+/// it and its own rule's time (the lifetime rule or the CA's ARI window).
+pub fn renew_before_override(
+    not_before_ms: i64,
+    not_after_ms: i64,
+    renew_before_expiry_ms: Option<i64>,
+) -> Option<i64> {
+    let lifetime = not_after_ms.saturating_sub(not_before_ms).max(0);
+    renew_before_expiry_ms
+        .filter(|before| *before > 0 && *before < lifetime)
+        .map(|before| not_after_ms.saturating_sub(before))
 }
 
 /// The renewal time inside a CA's suggested window (RFC 9773 section 4.2):
@@ -167,6 +180,18 @@ mod tests {
             renew_at(T0, T0 + 90 * DAY_MS, Some(i64::MAX)),
             T0 + 60 * DAY_MS
         );
+    }
+
+    #[test]
+    fn an_override_applies_only_when_shorter_than_the_lifetime() {
+        let not_after = T0 + 6 * DAY_MS;
+        assert_eq!(
+            renew_before_override(T0, not_after, Some(DAY_MS)),
+            Some(not_after - DAY_MS)
+        );
+        assert_eq!(renew_before_override(T0, not_after, Some(6 * DAY_MS)), None);
+        assert_eq!(renew_before_override(T0, not_after, Some(0)), None);
+        assert_eq!(renew_before_override(T0, not_after, None), None);
     }
 
     #[test]

@@ -60,7 +60,7 @@ pub fn validate_directory_url(field: &str, value: &str) -> Result<(), InputError
     }
     if value.chars().count() > MAX_DIRECTORY_URL_CHARS {
         return Err(InputError::new(
-            "directory_url",
+            field,
             value.chars().take(40).collect::<String>() + "…",
             format!("is longer than {MAX_DIRECTORY_URL_CHARS} characters"),
         ));

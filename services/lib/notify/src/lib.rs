@@ -30,6 +30,7 @@ mod email;
 mod notice;
 mod settings;
 pub mod signature;
+mod stored;
 mod tls;
 mod webhook;
 mod worker;
@@ -40,9 +41,10 @@ pub use channel::{
     Channel, EmailChannel, SmtpSecurity, ValidationError, WebhookChannel, WebhookFormat, validate,
 };
 pub use notice::{Notice, NoticeKind};
-pub use settings::{ChannelSettings, event_name, parse_event};
+pub use settings::{ChannelSettings, event_name};
 pub use signature::{sign, verify_signature};
-pub use worker::{Notifier, NotifierConfig, NotifierError, notice_kind, notice_of, retry_pause};
+pub use stored::{OpenError, seal_secrets};
+pub use worker::{Notifier, NotifierConfig, NotifierError, notice_kind};
 
 /// Why a notice did not reach its channel. The message names the server or
 /// URL and what failed (SMTP reply, HTTP status), never a password or secret.

@@ -12,8 +12,6 @@ use crate::{
     WebhookFormat, validate,
 };
 
-/// The settings whose values are secret: sealed at rest, never shown.
-const SECRET_SETTINGS: [&str; 2] = ["password", "secret"];
 /// The key under which the wanted events are kept with the plain settings.
 const EVENTS_KEY: &str = "events";
 
@@ -32,7 +30,7 @@ fn invalid(field: &str, value: &str, problem: &str) -> ValidationError {
 }
 
 /// `expiring` / `failed` (as in `--events`), or the event type names.
-pub fn parse_event(value: &str) -> Result<NoticeKind, ValidationError> {
+fn parse_event(value: &str) -> Result<NoticeKind, ValidationError> {
     match value.trim() {
         "expiring" | "certificate.expiring" => Ok(NoticeKind::Expiring),
         "failed" | "certificate.failed" => Ok(NoticeKind::Failed),
@@ -61,20 +59,7 @@ impl ChannelSettings {
         settings: BTreeMap<String, String>,
         events: &[String],
     ) -> Result<ChannelSettings, ValidationError> {
-        let mut wanted = Vec::new();
-        for event in events
-            .iter()
-            .flat_map(|e| e.split(','))
-            .filter(|e| !e.trim().is_empty())
-        {
-            let kind = parse_event(event)?;
-            if !wanted.contains(&kind) {
-                wanted.push(kind);
-            }
-        }
-        if wanted.is_empty() {
-            wanted = vec![NoticeKind::Expiring, NoticeKind::Failed];
-        }
+        let wanted = parse_events(events)?;
         let channel = match kind {
             "email" => Channel::Email(email(settings)?),
             "webhook" => Channel::Webhook(webhook(settings)?),
@@ -86,10 +71,7 @@ impl ChannelSettings {
                 ));
             }
         };
-        validate(&channel).map_err(|error| ValidationError {
-            field: format!("settings.{}", error.field),
-            message: error.message,
-        })?;
+        validate(&channel).map_err(in_settings)?;
         Ok(ChannelSettings {
             channel,
             events: wanted,
@@ -165,33 +147,64 @@ impl ChannelSettings {
     ) -> Result<ChannelSettings, ValidationError> {
         let mut settings: BTreeMap<String, String> =
             serde_json::from_str(plain_json).map_err(|error| {
-                invalid(
+                ValidationError::new(
                     "settings",
-                    "(stored)",
-                    &format!("is not a JSON object of strings: {error}"),
+                    format!(
+                        "the stored settings are not a JSON object of strings ({error}); \
+                         delete the channel and add it again"
+                    ),
                 )
             })?;
         if let Some(secrets) = secrets_json {
             let secrets: BTreeMap<String, String> =
                 serde_json::from_slice(secrets).map_err(|_| {
-                    invalid(
-                        "secret settings",
-                        "(stored)",
-                        "are not a JSON object of strings",
+                    ValidationError::new(
+                        "settings",
+                        "the stored secret settings are not a JSON object of strings; \
+                         delete the channel and add it again",
                     )
                 })?;
             settings.extend(secrets);
         }
-        let events: Vec<String> = settings
-            .remove(EVENTS_KEY)
-            .map(|events| vec![events])
-            .unwrap_or_default();
+        let events: Vec<String> = settings.remove(EVENTS_KEY).into_iter().collect();
         ChannelSettings::parse(kind, settings, &events)
     }
+}
 
-    /// The plain settings as shown (events apart, secret names apart).
-    pub fn is_secret(name: &str) -> bool {
-        SECRET_SETTINGS.contains(&name)
+/// The wanted events, each item one name or a comma-separated list; none
+/// means both kinds.
+fn parse_events(events: &[String]) -> Result<Vec<NoticeKind>, ValidationError> {
+    let mut wanted = Vec::new();
+    for event in events
+        .iter()
+        .flat_map(|e| e.split(','))
+        .filter(|e| !e.trim().is_empty())
+    {
+        let kind = parse_event(event)?;
+        if !wanted.contains(&kind) {
+            wanted.push(kind);
+        }
+    }
+    if wanted.is_empty() {
+        wanted = vec![NoticeKind::Expiring, NoticeKind::Failed];
+    }
+    Ok(wanted)
+}
+
+/// The events a stored channel wants, read from its plain settings alone
+/// (without opening its secrets), as [`ChannelSettings::from_stored`] reads
+/// them; `None` when the settings do not read (delivery then reports why).
+pub(crate) fn stored_events(plain_json: &str) -> Option<Vec<NoticeKind>> {
+    let mut settings: BTreeMap<String, String> = serde_json::from_str(plain_json).ok()?;
+    let events: Vec<String> = settings.remove(EVENTS_KEY).into_iter().collect();
+    parse_events(&events).ok()
+}
+
+/// A channel check's error, its field named as a setting.
+fn in_settings(error: ValidationError) -> ValidationError {
+    ValidationError {
+        field: format!("settings.{}", error.field),
+        message: error.message,
     }
 }
 
@@ -224,12 +237,7 @@ fn no_others(settings: BTreeMap<String, String>, known: &str) -> Result<(), Vali
 
 fn email(mut settings: BTreeMap<String, String>) -> Result<EmailChannel, ValidationError> {
     let security = match take(&mut settings, "security") {
-        Some(value) => value
-            .parse::<SmtpSecurity>()
-            .map_err(|error| ValidationError {
-                field: "settings.security".to_owned(),
-                message: error.message,
-            })?,
+        Some(value) => value.parse::<SmtpSecurity>().map_err(in_settings)?,
         None => SmtpSecurity::StartTls,
     };
     let port = match take(&mut settings, "port") {
@@ -270,12 +278,7 @@ fn email(mut settings: BTreeMap<String, String>) -> Result<EmailChannel, Validat
 
 fn webhook(mut settings: BTreeMap<String, String>) -> Result<WebhookChannel, ValidationError> {
     let format = match take(&mut settings, "format") {
-        Some(value) => value
-            .parse::<WebhookFormat>()
-            .map_err(|error| ValidationError {
-                field: "settings.format".to_owned(),
-                message: error.message,
-            })?,
+        Some(value) => value.parse::<WebhookFormat>().map_err(in_settings)?,
         None => WebhookFormat::Json,
     };
     let channel = WebhookChannel {
@@ -344,6 +347,24 @@ mod tests {
         assert_eq!(email.to, ["ops@example.com", "oncall@example.com"]);
         assert_eq!(email.password.unwrap().as_str(), "hunter2");
         assert_eq!(stored.events, [NoticeKind::Expiring]);
+    }
+
+    #[test]
+    fn stored_events_read_as_from_stored_does() {
+        let parsed = ChannelSettings::parse(
+            "webhook",
+            map(&[("url", "https://h/x")]),
+            &["failed".to_owned()],
+        )
+        .unwrap();
+        let (plain, _) = parsed.split();
+        let plain = serde_json::to_string(&plain).unwrap();
+        assert_eq!(stored_events(&plain), Some(vec![NoticeKind::Failed]));
+        assert_eq!(
+            stored_events(r#"{"url":"https://h/x","events":""}"#),
+            Some(vec![NoticeKind::Expiring, NoticeKind::Failed])
+        );
+        assert_eq!(stored_events("not json"), None);
     }
 
     #[test]

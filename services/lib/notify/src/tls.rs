@@ -1,7 +1,7 @@
 //! Trust for the TLS connections of both channels: the platform's roots plus
 //! the channel's own root, if it has one.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rustls::crypto::CryptoProvider;
 use rustls_pki_types::CertificateDer;
@@ -23,14 +23,30 @@ pub(crate) fn parse_roots(pem: &str) -> Result<Vec<CertificateDer<'static>>, Val
     Ok(roots)
 }
 
-pub(crate) fn provider() -> Arc<CryptoProvider> {
+fn provider() -> Arc<CryptoProvider> {
     CryptoProvider::get_default()
         .cloned()
         .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
 }
 
 /// A client config verifying with the platform verifier and `extra` roots.
+/// Without extra roots (most channels) one config is built and shared, so
+/// the platform's roots are not loaded again for every delivery.
 pub(crate) fn client_config(
+    extra: Vec<CertificateDer<'static>>,
+) -> Result<rustls::ClientConfig, String> {
+    static PLATFORM_ONLY: OnceLock<rustls::ClientConfig> = OnceLock::new();
+    if !extra.is_empty() {
+        return build_client_config(extra);
+    }
+    if let Some(config) = PLATFORM_ONLY.get() {
+        return Ok(config.clone());
+    }
+    let config = build_client_config(Vec::new())?;
+    Ok(PLATFORM_ONLY.get_or_init(|| config).clone())
+}
+
+fn build_client_config(
     extra: Vec<CertificateDer<'static>>,
 ) -> Result<rustls::ClientConfig, String> {
     let provider = provider();

@@ -3,18 +3,19 @@
 //! `notifications_sent`, so a redelivered event or a restart never sends
 //! twice), and delivers what is due, retrying failures with backoff.
 
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use certfleet_core::Clock;
 use certfleet_proto::v1::{CertificateEvent, EventType};
 use certfleet_store::{NotificationRow, Store, StoreError};
-use certfleet_vault::{EncryptionContext, Vault};
+use certfleet_vault::Vault;
 use futures_util::future::join_all;
 use prost::Message as _;
 use tokio::sync::watch;
 
-use crate::settings::ChannelSettings;
+use crate::settings::{ChannelSettings, stored_events};
 use crate::{Notice, NoticeKind, deliver};
 
 /// How the notifier paces itself.
@@ -64,8 +65,18 @@ pub fn notice_kind(event: &CertificateEvent) -> Option<NoticeKind> {
     }
 }
 
+/// A delivery that did not happen: the error and whether to retry.
+type Failure = (String, bool);
+
+/// What the notifications of one claimed batch are sent with, by channel id
+/// and by organization id.
+struct Batch {
+    channels: HashMap<String, Result<ChannelSettings, Failure>>,
+    slugs: HashMap<String, Result<String, Failure>>,
+}
+
 /// The notice of an event, for an organization named `slug`.
-pub fn notice_of(event: &CertificateEvent, slug: &str) -> Option<Notice> {
+fn notice_of(event: &CertificateEvent, slug: &str) -> Option<Notice> {
     Some(Notice {
         event_id: event.id.clone(),
         kind: notice_kind(event)?,
@@ -82,7 +93,7 @@ pub fn notice_of(event: &CertificateEvent, slug: &str) -> Option<Notice> {
 }
 
 /// The pause before retry number `attempt` (1 = the first retry).
-pub fn retry_pause(base: Duration, attempt: i32) -> Duration {
+fn retry_pause(base: Duration, attempt: i32) -> Duration {
     let exponent = u32::try_from(attempt.saturating_sub(1)).unwrap_or(0).min(8);
     base.saturating_mul(4_u32.saturating_pow(exponent))
         .min(Duration::from_secs(3600).max(base))
@@ -127,7 +138,7 @@ impl Notifier {
         let wanted: Vec<String> = channels
             .iter()
             .filter(|channel| {
-                events_of(&channel.settings).is_none_or(|events| events.contains(&kind))
+                stored_events(&channel.settings).is_none_or(|events| events.contains(&kind))
             })
             .map(|channel| channel.id.clone())
             .collect();
@@ -156,15 +167,49 @@ impl Notifier {
             .claim_due_notifications(self.clock.now_ms(), claim_ms, self.config.batch)
             .await?;
         let handled = rows.len();
-        let results = join_all(rows.into_iter().map(|row| self.deliver_one(row))).await;
+        let batch = self.resolve(&rows).await;
+        let results = join_all(rows.into_iter().map(|row| self.deliver_one(&batch, row))).await;
         for result in results {
             result?;
         }
         Ok(handled)
     }
 
-    async fn deliver_one(&self, row: NotificationRow) -> Result<(), NotifierError> {
-        let outcome = self.attempt(&row).await;
+    /// Each channel and organization of a batch read (and its secrets
+    /// opened) once, however many of its notifications the batch holds.
+    async fn resolve(&self, rows: &[NotificationRow]) -> Batch {
+        let channel_ids: BTreeSet<(&str, &str)> = rows
+            .iter()
+            .map(|row| (row.organization_id.as_str(), row.channel_id.as_str()))
+            .collect();
+        let organization_ids: BTreeSet<&str> = rows
+            .iter()
+            .map(|row| row.organization_id.as_str())
+            .collect();
+        let channels = join_all(
+            channel_ids
+                .into_iter()
+                .map(|(organization_id, id)| async move {
+                    (
+                        id.to_owned(),
+                        self.channel_settings(organization_id, id).await,
+                    )
+                }),
+        );
+        let slugs = join_all(
+            organization_ids
+                .into_iter()
+                .map(|id| async move { (id.to_owned(), self.organization_slug(id).await) }),
+        );
+        let (channels, slugs) = tokio::join!(channels, slugs);
+        Batch {
+            channels: channels.into_iter().collect(),
+            slugs: slugs.into_iter().collect(),
+        }
+    }
+
+    async fn deliver_one(&self, batch: &Batch, row: NotificationRow) -> Result<(), NotifierError> {
+        let outcome = self.attempt(batch, &row).await;
         let now = self.clock.now_ms();
         let attempts = row.attempts + 1;
         match outcome {
@@ -198,48 +243,52 @@ impl Notifier {
     }
 
     /// One delivery; on failure the error and whether to retry.
-    async fn attempt(&self, row: &NotificationRow) -> Result<(), (String, bool)> {
+    async fn attempt(&self, batch: &Batch, row: &NotificationRow) -> Result<(), Failure> {
+        let settings = batch.channels[&row.channel_id]
+            .as_ref()
+            .map_err(Clone::clone)?;
+        let event = CertificateEvent::decode(row.event.as_slice())
+            .map_err(|error| (format!("undecodable event: {error}"), false))?;
+        let slug = batch.slugs[&row.organization_id]
+            .as_ref()
+            .map_err(Clone::clone)?;
+        let notice = notice_of(&event, slug)
+            .ok_or_else(|| ("not an event that is notified".to_owned(), false))?;
+        deliver(&settings.channel, &notice, self.config.timeout)
+            .await
+            .map_err(|error| (error.message, error.retryable))
+    }
+
+    /// A channel as it is sent to: its row read and its secrets opened.
+    async fn channel_settings(
+        &self,
+        organization_id: &str,
+        channel_id: &str,
+    ) -> Result<ChannelSettings, Failure> {
         let channel = self
             .store
-            .get_notification_channel_any(&row.channel_id)
+            .get_notification_channel_any(organization_id, channel_id)
             .await
             .map_err(|error| (format!("reading the channel: {error}"), true))?;
         let Some(channel) = channel.filter(|channel| channel.deleted_at.is_none()) else {
             return Err(("channel deleted".to_owned(), false));
         };
-        let secrets = match &channel.secrets_sealed {
-            Some(sealed) => {
-                let context =
-                    EncryptionContext::notification_channel(&channel.organization_id, &channel.id);
-                Some(
-                    self.vault.open(&context, sealed).await.map_err(|error| {
-                        (format!("opening the channel's secrets: {error}"), true)
-                    })?,
-                )
-            }
-            None => None,
-        };
-        let settings = ChannelSettings::from_stored(
-            &channel.kind,
-            &channel.settings,
-            secrets.as_deref().map(Vec::as_slice),
-        )
-        .map_err(|error| (format!("the channel's settings: {error}"), false))?;
-        drop(secrets);
-        let event = CertificateEvent::decode(row.event.as_slice())
-            .map_err(|error| (format!("undecodable event: {error}"), false))?;
-        let slug = self
+        ChannelSettings::open(&self.vault, &channel)
+            .await
+            .map_err(|error| {
+                let retryable = error.retryable();
+                (error.to_string(), retryable)
+            })
+    }
+
+    /// The organization's slug, its id when the organization is gone.
+    async fn organization_slug(&self, organization_id: &str) -> Result<String, Failure> {
+        let organization = self
             .store
-            .find_organization(&row.organization_id)
+            .find_organization(organization_id)
             .await
-            .map_err(|error| (format!("reading the organization: {error}"), true))?
-            .map(|organization| organization.slug)
-            .unwrap_or_else(|| row.organization_id.clone());
-        let notice = notice_of(&event, &slug)
-            .ok_or_else(|| ("not an event that is notified".to_owned(), false))?;
-        deliver(&settings.channel, &notice, self.config.timeout)
-            .await
-            .map_err(|error| (error.message, error.retryable))
+            .map_err(|error| (format!("reading the organization: {error}"), true))?;
+        Ok(organization.map_or_else(|| organization_id.to_owned(), |found| found.slug))
     }
 
     /// Delivers due notifications every `poll` until `stop` turns true.
@@ -256,19 +305,6 @@ impl Notifier {
             }
         }
     }
-}
-
-/// The events a stored channel wants (its `events` plain setting), when set.
-fn events_of(settings_json: &str) -> Option<Vec<NoticeKind>> {
-    let settings: std::collections::BTreeMap<String, String> =
-        serde_json::from_str(settings_json).ok()?;
-    let events = settings.get("events")?;
-    Some(
-        events
-            .split(',')
-            .filter_map(|event| crate::settings::parse_event(event).ok())
-            .collect(),
-    )
 }
 
 #[cfg(test)]

@@ -132,10 +132,15 @@ pub(crate) fn fingerprint(der: &[u8]) -> String {
     hex::encode(Sha256::digest(der))
 }
 
-pub(crate) fn serial(der: &[u8]) -> Result<String, ProxyError> {
+fn serial(der: &[u8]) -> Result<String, ProxyError> {
     let (_, certificate) = x509_parser::parse_x509_certificate(der)
         .map_err(|error| ProxyError::invalid("certificate", error.to_string()))?;
-    Ok(hex::encode(certificate.raw_serial()))
+    Ok(serial_hex(&certificate))
+}
+
+/// The serial as [`Bundle::leaf_serial`] and [`crate::Served`] report it.
+pub(crate) fn serial_hex(certificate: &x509_parser::certificate::X509Certificate<'_>) -> String {
+    hex::encode(certificate.raw_serial())
 }
 
 /// Accepts a certificate id only when it is a non-empty run of at most 64

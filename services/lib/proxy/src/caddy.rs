@@ -129,17 +129,17 @@ impl CaddyTarget {
         }
     }
 
-    /// Adds or replaces the `load_files` entry of one certificate.
+    /// Adds or replaces the `load_files` entry of one certificate. A
+    /// renewal replaces an entry, so that is tried first (one call); only an
+    /// unknown `@id` leads to adding it.
     async fn put_entry(&self, certificate_id: &str, entry: &Value) -> Result<(), ProxyError> {
         let object = Self::object_path(certificate_id);
-        let existing = self.call(Method::GET, &object, None).await?;
-        if existing.status == 200 {
-            self.call_ok(Method::PATCH, &object, Some(entry)).await?;
+        let patched = self.call(Method::PATCH, &object, Some(entry)).await?;
+        if (200..300).contains(&patched.status) {
             return Ok(());
         }
-        // Caddy answers an unknown @id with 404 (some versions with 400).
-        if existing.status != 404 && !(existing.status == 400 && is_unknown_id(&existing.body)) {
-            return Err(self.rejected("GET", &object, &existing));
+        if !patched.is_unknown_id() {
+            return Err(self.rejected("PATCH", &object, &patched));
         }
         let list = self.call(Method::GET, LOAD_FILES, None).await?;
         let has_list = list.status == 200
@@ -153,6 +153,15 @@ impl CaddyTarget {
                 .await?;
         }
         Ok(())
+    }
+}
+
+impl Answer {
+    /// Caddy answers an unknown `@id` with 404 (some versions with 400).
+    fn is_unknown_id(&self) -> bool {
+        self.status == 404
+            || (self.status == 400
+                && String::from_utf8_lossy(&self.body).contains("unknown object ID"))
     }
 }
 
@@ -271,8 +280,7 @@ impl Target for CaddyTarget {
         let _one_change = self.lock.lock().await;
         let object = Self::object_path(certificate_id);
         let answer = self.call(Method::DELETE, &object, None).await?;
-        let gone = answer.status == 404 || (answer.status == 400 && is_unknown_id(&answer.body));
-        if !(200..300).contains(&answer.status) && !gone {
+        if !(200..300).contains(&answer.status) && !answer.is_unknown_id() {
             return Err(self.rejected("DELETE", &object, &answer));
         }
         let cert_dir = self.certs_dir.join(certificate_id);
@@ -309,10 +317,6 @@ impl Target for CaddyTarget {
         installed.sort_by(|left, right| left.certificate_id.cmp(&right.certificate_id));
         Ok(installed)
     }
-}
-
-fn is_unknown_id(body: &[u8]) -> bool {
-    String::from_utf8_lossy(body).contains("unknown object ID")
 }
 
 /// Our entries: `@id` `certfleet-<id>`, a `certfleet-v<version>` tag.

@@ -10,12 +10,14 @@ use crate::{COMMAND_TIMEOUT, ProxyError};
 const MAX_OUTPUT: usize = 2000;
 
 pub(crate) struct Finished {
+    /// The command line as run, for error messages.
+    pub(crate) command: String,
     pub(crate) success: bool,
     /// Trimmed stderr followed by stdout, shortened.
     pub(crate) output: String,
 }
 
-pub(crate) fn describe(program: &Path, args: &[String]) -> String {
+fn describe(program: &Path, args: &[String]) -> String {
     let mut text = program.display().to_string();
     for arg in args {
         text.push(' ');
@@ -60,6 +62,7 @@ pub(crate) async fn run(program: &Path, args: &[String]) -> Result<Finished, Pro
         text = format!("exited with {}", output.status);
     }
     Ok(Finished {
+        command: command_text,
         success: output.status.success(),
         output: shorten(text),
     })

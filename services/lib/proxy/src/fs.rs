@@ -2,7 +2,7 @@
 //! old or the new content, and putting earlier files back after a refusal.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write as _};
+use std::io::{self, Read as _, Write as _};
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -131,14 +131,19 @@ pub(crate) struct Snapshot {
 
 impl Snapshot {
     pub(crate) fn take(path: &Path) -> Result<Snapshot, ProxyError> {
-        let previous = match std::fs::read(path) {
-            Ok(bytes) => {
-                let mode = std::fs::metadata(path)
+        // One open: the bytes and the mode are of the same file.
+        let previous = match File::open(path) {
+            Ok(mut file) => {
+                let mode = file
+                    .metadata()
                     .map_err(|error| ProxyError::io("reading metadata of", path, error))?
                     .permissions()
                     .mode()
                     & 0o7777;
-                Some((Zeroizing::new(bytes), mode))
+                let mut bytes = Zeroizing::new(Vec::new());
+                file.read_to_end(&mut bytes)
+                    .map_err(|error| ProxyError::io("reading", path, error))?;
+                Some((bytes, mode))
             }
             Err(error) if error.kind() == io::ErrorKind::NotFound => None,
             Err(error) => return Err(ProxyError::io("reading", path, error)),
@@ -174,31 +179,16 @@ pub(crate) fn restore_all(snapshots: &[Snapshot]) -> Result<(), ProxyError> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn writes_contents_and_mode_and_leaves_no_temp_file() {
-        let directory = tempfile::tempdir().expect("tempdir");
-        let key = directory.path().join("privkey.pem");
-        write_atomically(&key, b"secret", 0o600).expect("write key");
-        assert_eq!(std::fs::read(&key).expect("read"), b"secret");
-        let mode = std::fs::metadata(&key)
+    fn mode_of(path: &Path) -> u32 {
+        std::fs::metadata(path)
             .expect("metadata")
             .permissions()
             .mode()
-            & 0o777;
-        assert_eq!(mode, 0o600);
+            & 0o777
+    }
 
-        let cert = directory.path().join("cert.pem");
-        write_atomically(&cert, b"one", 0o644).expect("write cert");
-        write_atomically(&cert, b"two", 0o644).expect("replace cert");
-        assert_eq!(std::fs::read(&cert).expect("read"), b"two");
-        let mode = std::fs::metadata(&cert)
-            .expect("metadata")
-            .permissions()
-            .mode()
-            & 0o777;
-        assert_eq!(mode, 0o644);
-
-        let mut names: Vec<String> = std::fs::read_dir(directory.path())
+    fn names_in(directory: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(directory)
             .expect("read_dir")
             .map(|entry| {
                 entry
@@ -209,7 +199,23 @@ mod tests {
             })
             .collect();
         names.sort();
-        assert_eq!(names, ["cert.pem", "privkey.pem"]);
+        names
+    }
+
+    #[test]
+    fn writes_contents_and_mode_and_leaves_no_temp_file() {
+        let directory = tempfile::tempdir().expect("tempdir");
+        let key = directory.path().join("privkey.pem");
+        write_atomically(&key, b"secret", 0o600).expect("write key");
+        assert_eq!(std::fs::read(&key).expect("read"), b"secret");
+        assert_eq!(mode_of(&key), 0o600);
+
+        let cert = directory.path().join("cert.pem");
+        write_atomically(&cert, b"one", 0o644).expect("write cert");
+        write_atomically(&cert, b"two", 0o644).expect("replace cert");
+        assert_eq!(std::fs::read(&cert).expect("read"), b"two");
+        assert_eq!(mode_of(&cert), 0o644);
+        assert_eq!(names_in(directory.path()), ["cert.pem", "privkey.pem"]);
     }
 
     #[test]
@@ -241,18 +247,8 @@ mod tests {
         std::fs::create_dir(&target).expect("mkdir");
         std::fs::write(target.join("x"), b"x").expect("fill");
         write_atomically(&target, b"data", 0o644).expect_err("rename onto a directory fails");
-        let leftovers: Vec<String> = std::fs::read_dir(directory.path())
-            .expect("read_dir")
-            .map(|entry| {
-                entry
-                    .expect("entry")
-                    .file_name()
-                    .to_string_lossy()
-                    .into_owned()
-            })
-            .filter(|name| name != "servers.conf")
-            .collect();
-        assert!(leftovers.is_empty(), "{leftovers:?}");
+        let names = names_in(directory.path());
+        assert_eq!(names, ["servers.conf"], "no temporary file is left over");
     }
 
     #[test]
@@ -269,12 +265,7 @@ mod tests {
         write_atomically(&fresh, b"new", 0o644).expect("write");
         restore_all(&snapshots).expect("restore");
         assert_eq!(std::fs::read(&existing).expect("read"), b"before");
-        let mode = std::fs::metadata(&existing)
-            .expect("meta")
-            .permissions()
-            .mode()
-            & 0o777;
-        assert_eq!(mode, 0o600);
+        assert_eq!(mode_of(&existing), 0o600);
         assert!(!fresh.exists());
     }
 }

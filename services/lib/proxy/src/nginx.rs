@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use tokio::sync::Mutex;
 use zeroize::Zeroizing;
 
-use crate::command::{describe, run};
+use crate::command::run;
 use crate::fs::{
     KEY_MODE, PUBLIC_MODE, Snapshot, blocking, create_dir, remove_dir_if_empty, restore_all,
     write_file,
@@ -105,7 +105,10 @@ impl NginxTarget {
             if listen.contains([';', '{', '}', '#', '"', '\'', '\n', '\r', '$']) {
                 return Err(ProxyError::invalid(
                     "nginx listen parameter",
-                    format!("{listen:?}"),
+                    format!(
+                        "{listen:?} may not contain ; {{ }} # quotes $ or line breaks; \
+                         give only what follows `listen`, e.g. \"443 ssl\""
+                    ),
                 ));
             }
             server.push_str(&format!("    listen {listen};\n"));
@@ -123,59 +126,53 @@ impl NginxTarget {
         })
     }
 
-    async fn test_config(&self) -> Result<(), ProxyError> {
+    /// Runs `nginx <nginx_args> <extra>`; a non-zero exit becomes
+    /// `refused(command, output)`.
+    async fn nginx(
+        &self,
+        extra: &[&str],
+        refused: fn(String, String) -> ProxyError,
+    ) -> Result<(), ProxyError> {
         let mut args = self.nginx_args.clone();
-        args.push("-t".to_owned());
+        args.extend(extra.iter().map(|arg| (*arg).to_owned()));
         let finished = run(&self.nginx, &args).await?;
         if finished.success {
             Ok(())
         } else {
-            Err(ProxyError::ConfigRejected {
-                command: describe(&self.nginx, &args),
-                output: finished.output,
-            })
+            Err(refused(finished.command, finished.output))
         }
     }
 
-    async fn reload(&self) -> Result<(), ProxyError> {
-        let mut args = self.nginx_args.clone();
-        args.extend(["-s".to_owned(), "reload".to_owned()]);
-        let finished = run(&self.nginx, &args).await?;
-        if finished.success {
-            Ok(())
-        } else {
-            Err(ProxyError::Reload {
-                command: describe(&self.nginx, &args),
-                output: finished.output,
-            })
-        }
-    }
-
-    /// Tests and reloads; on any failure puts `snapshots` back.
+    /// `nginx -t`, then a graceful `nginx -s reload`; on any failure puts
+    /// `snapshots` back.
     async fn apply_or_restore(
         &self,
         snapshots: Vec<Snapshot>,
         cert_dir: PathBuf,
     ) -> Result<(), ProxyError> {
-        let applied = match self.test_config().await {
-            Ok(()) => self.reload().await,
-            Err(error) => Err(error),
-        };
-        let Err(error) = applied else {
-            blocking(move || {
-                remove_dir_if_empty(&cert_dir);
-                Ok(())
+        let applied = async {
+            self.nginx(&["-t"], |command, output| ProxyError::ConfigRejected {
+                command,
+                output,
             })
             .await?;
-            return Ok(());
-        };
+            self.nginx(&["-s", "reload"], |command, output| ProxyError::Reload {
+                command,
+                output,
+            })
+            .await
+        }
+        .await;
+        let failed = applied.is_err();
         blocking(move || {
-            restore_all(&snapshots)?;
+            if failed {
+                restore_all(&snapshots)?;
+            }
             remove_dir_if_empty(&cert_dir);
             Ok(())
         })
         .await?;
-        Err(error)
+        applied
     }
 }
 
@@ -254,8 +251,7 @@ impl Target for NginxTarget {
         let files = self.files(certificate_id);
         let cert_dir = self.cert_dir(certificate_id);
         let snapshots = blocking(move || {
-            let present: Vec<&PathBuf> = files.iter().filter(|path| path.exists()).collect();
-            if present.is_empty() {
+            if !files.iter().any(|path| path.exists()) {
                 return Ok(None);
             }
             let snapshots = files

@@ -12,7 +12,7 @@ use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio::io::AsyncWriteExt as _;
 
 use crate::ProxyError;
-use crate::bundle::{fingerprint, serial};
+use crate::bundle::{fingerprint, serial_hex};
 
 /// The leaf certificate a proxy served in a handshake.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,7 +84,7 @@ pub async fn verify_served(
         .map_err(|error| handshake_error(format!("unparsable leaf: {error}")))?;
     Ok(Served {
         fingerprint: fingerprint(&leaf),
-        serial: serial(&leaf)?,
+        serial: serial_hex(&parsed),
         not_after_unix: parsed.validity().not_after.timestamp(),
     })
 }

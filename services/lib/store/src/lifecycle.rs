@@ -511,25 +511,21 @@ impl Store {
         effects: Effects,
     ) -> Result<(), StoreError> {
         transaction!(self, |conn| {
-            let current: Certificate = certificates::table
-                .find(certificate_id)
+            let updated = diesel::update(certificates::table.find(certificate_id))
                 .filter(certificates::organization_id.eq(organization_id))
                 .filter(certificates::lease_owner.eq(owner))
-                .select(Certificate::as_select())
-                .first(conn)
-                .await
-                .optional()?
-                .ok_or(StoreError::LeaseLost)?;
-            let expired = current
-                .not_after
-                .is_some_and(|not_after| not_after <= now_ms);
-            diesel::update(certificates::table.find(certificate_id))
                 .set((
-                    certificates::status.eq(if expired { "expired" } else { "valid" }),
+                    certificates::status.eq(
+                        diesel::dsl::case_when::<_, _, diesel::sql_types::Text>(
+                            certificates::not_after.le(now_ms),
+                            "expired",
+                        )
+                        .otherwise("valid"),
+                    ),
                     certificates::renew_at.eq(None::<i64>),
                     certificates::renew_reason.eq(Some("stopped: an orphan (see the last error)")),
                     certificates::last_error.eq(Some(reason)),
-                    certificates::attempts.eq(current.attempts.saturating_add(1)),
+                    certificates::attempts.eq(certificates::attempts + 1),
                     certificates::next_attempt_at.eq(None::<i64>),
                     certificates::waiting_reason.eq(None::<String>),
                     certificates::pending_order_url.eq(None::<String>),
@@ -540,6 +536,7 @@ impl Store {
                 ))
                 .execute(conn)
                 .await?;
+            held_lease(updated)?;
             diesel::delete(self_check_streaks::table.find(certificate_id))
                 .execute(conn)
                 .await?;

@@ -76,14 +76,16 @@ impl Store {
         })
     }
 
-    /// A channel by id, deleted or not (for a notification claimed before
-    /// its channel was deleted).
+    /// A channel of the organization by id, deleted or not (for a
+    /// notification claimed before its channel was deleted).
     pub async fn get_notification_channel_any(
         &self,
+        organization_id: &str,
         id: &str,
     ) -> Result<Option<NotificationChannelRow>, StoreError> {
         with_conn!(self, |conn| {
             Ok(notification_channels::table
+                .filter(notification_channels::organization_id.eq(organization_id))
                 .filter(notification_channels::id.eq(id))
                 .select(NotificationChannelRow::as_select())
                 .first(conn)

@@ -38,6 +38,37 @@ pub struct BudgetDenied {
     pub free_at: i64,
 }
 
+/// One counted event, as inserted.
+#[derive(Insertable)]
+#[diesel(table_name = rate_limit_events)]
+struct NewRateLimitEvent<'a> {
+    id: String,
+    directory_url: &'a str,
+    kind: &'a str,
+    scope: &'a str,
+    certificate_id: &'a str,
+    at: i64,
+}
+
+impl<'a> NewRateLimitEvent<'a> {
+    fn new(
+        directory_url: &'a str,
+        kind: &'a str,
+        scope: &'a str,
+        certificate_id: &'a str,
+        at: i64,
+    ) -> Self {
+        NewRateLimitEvent {
+            id: new_id(),
+            directory_url,
+            kind,
+            scope,
+            certificate_id,
+            at,
+        }
+    }
+}
+
 impl Store {
     /// Checks every rule against the events in its window at `now_ms` and,
     /// when all have room, records one event for each rule that spends, for
@@ -51,17 +82,16 @@ impl Store {
         now_ms: i64,
     ) -> Result<Result<(), BudgetDenied>, StoreError> {
         transaction!(self, |conn| {
+            // The upsert takes the row lock (PostgreSQL), held to the end of
+            // the transaction: the next check of this CA waits here and then
+            // sees these rows.
             diesel::insert_into(rate_limit_locks::table)
                 .values((
                     rate_limit_locks::directory_url.eq(directory_url),
                     rate_limit_locks::touched_at.eq(now_ms),
                 ))
-                .on_conflict_do_nothing()
-                .execute(conn)
-                .await?;
-            // The row lock (PostgreSQL) is held to the end of the transaction:
-            // the next check of this CA waits here and then sees these rows.
-            diesel::update(rate_limit_locks::table.find(directory_url))
+                .on_conflict(rate_limit_locks::directory_url)
+                .do_update()
                 .set(rate_limit_locks::touched_at.eq(now_ms))
                 .execute(conn)
                 .await?;
@@ -91,15 +121,15 @@ impl Store {
                     }));
                 }
             }
+            // One statement per event: diesel-async has no multi-row insert on SQLite.
             for rule in rules.iter().filter(|rule| rule.spend) {
                 diesel::insert_into(rate_limit_events::table)
-                    .values((
-                        rate_limit_events::id.eq(new_id()),
-                        rate_limit_events::directory_url.eq(directory_url),
-                        rate_limit_events::kind.eq(&rule.kind),
-                        rate_limit_events::scope.eq(&rule.scope),
-                        rate_limit_events::certificate_id.eq(certificate_id),
-                        rate_limit_events::at.eq(now_ms),
+                    .values(NewRateLimitEvent::new(
+                        directory_url,
+                        &rule.kind,
+                        &rule.scope,
+                        certificate_id,
+                        now_ms,
                     ))
                     .execute(conn)
                     .await?;
@@ -119,13 +149,12 @@ impl Store {
     ) -> Result<(), StoreError> {
         with_conn!(self, |conn| {
             diesel::insert_into(rate_limit_events::table)
-                .values((
-                    rate_limit_events::id.eq(new_id()),
-                    rate_limit_events::directory_url.eq(directory_url),
-                    rate_limit_events::kind.eq(kind),
-                    rate_limit_events::scope.eq(scope),
-                    rate_limit_events::certificate_id.eq(certificate_id),
-                    rate_limit_events::at.eq(now_ms),
+                .values(NewRateLimitEvent::new(
+                    directory_url,
+                    kind,
+                    scope,
+                    certificate_id,
+                    now_ms,
                 ))
                 .execute(conn)
                 .await?;

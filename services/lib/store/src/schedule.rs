@@ -203,30 +203,21 @@ impl Store {
         effects: Effects,
     ) -> Result<bool, StoreError> {
         transaction!(self, |conn| {
-            let inserted = diesel::insert_into(expiry_warnings::table)
-                .values((
-                    expiry_warnings::version_id.eq(version_id),
-                    expiry_warnings::threshold_days.eq(threshold_days),
-                    expiry_warnings::certificate_id.eq(certificate_id),
-                    expiry_warnings::sent_at.eq(now_ms),
-                ))
-                .on_conflict_do_nothing()
-                .execute(conn)
-                .await?;
-            if inserted == 0 {
-                return Ok(false);
-            }
-            for larger in passed {
-                diesel::insert_into(expiry_warnings::table)
+            let thresholds = std::iter::once(threshold_days).chain(passed.iter().copied());
+            for (index, days) in thresholds.enumerate() {
+                let inserted = diesel::insert_into(expiry_warnings::table)
                     .values((
                         expiry_warnings::version_id.eq(version_id),
-                        expiry_warnings::threshold_days.eq(*larger),
+                        expiry_warnings::threshold_days.eq(days),
                         expiry_warnings::certificate_id.eq(certificate_id),
                         expiry_warnings::sent_at.eq(now_ms),
                     ))
                     .on_conflict_do_nothing()
                     .execute(conn)
                     .await?;
+                if index == 0 && inserted == 0 {
+                    return Ok(false);
+                }
             }
             write_effects!(conn, effects);
             Ok(true)
@@ -282,28 +273,21 @@ impl Store {
                 .filter(certificates::current_version_id.eq(version_id))
                 .filter(certificates::deleted_at.is_null())
                 .filter(certificates::status.eq_any(RENEWABLE));
-            let updated = match renew_at {
-                Some((at, reason)) => {
-                    diesel::update(base)
-                        .set((
-                            certificates::renew_at.eq(Some(at)),
-                            certificates::renew_reason.eq(Some(reason)),
-                            certificates::ari_next_at.eq(ari_next_at),
-                            certificates::updated_at.eq(now_ms),
-                        ))
-                        .execute(conn)
-                        .await?
-                }
-                None => {
-                    diesel::update(base)
-                        .set((
-                            certificates::ari_next_at.eq(ari_next_at),
-                            certificates::updated_at.eq(now_ms),
-                        ))
-                        .execute(conn)
-                        .await?
-                }
-            };
+            // `None` leaves the renewal time and its reason as they are.
+            let renewal = renew_at.map(|(at, reason)| {
+                (
+                    certificates::renew_at.eq(Some(at)),
+                    certificates::renew_reason.eq(Some(reason)),
+                )
+            });
+            let updated = diesel::update(base)
+                .set((
+                    renewal,
+                    certificates::ari_next_at.eq(ari_next_at),
+                    certificates::updated_at.eq(now_ms),
+                ))
+                .execute(conn)
+                .await?;
             if updated == 1
                 && let Some((start, end)) = window
             {

@@ -29,20 +29,19 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
-use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
-use tokio::task::{JoinHandle, JoinSet};
-use tokio_rustls::TlsAcceptor;
+use tokio::task::JoinHandle;
 use x509_parser::extensions::ParsedExtension;
 
 use crate::pebble::Pebble;
+use crate::webhook::{serve_http1, tls_acceptor};
 
 /// Path prefix of the renewal information resource.
 const RENEWAL_INFO_PATH: &str = "/renewal-info";
@@ -79,7 +78,7 @@ struct Shared {
     new_order_path: String,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct State {
     windows: HashMap<String, (i64, i64)>,
     retry_after_secs: u64,
@@ -135,13 +134,12 @@ impl AcmeFront {
             .map(|authority| authority.as_str().to_owned())
             .ok_or_else(|| anyhow!("pebble's directory url has no authority"))?;
 
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let acceptor = server_tls(
-            provider.clone(),
-            &state_dir.join("listener.pem"),
-            &state_dir.join("listener-key.pem"),
-        )?;
-        let upstream = upstream_client(provider, &ca_path)?;
+        let read = |name: &str| {
+            let path = state_dir.join(name);
+            std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
+        };
+        let acceptor = tls_acceptor(&read("listener.pem")?, &read("listener-key.pem")?)?;
+        let upstream = upstream_client(&ca_path)?;
 
         let listener = TcpListener::bind(("127.0.0.1", 0))
             .await
@@ -153,28 +151,18 @@ impl AcmeFront {
 
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
-                windows: HashMap::new(),
                 retry_after_secs: DEFAULT_RETRY_AFTER_SECS,
-                renewal_info_requests: HashMap::new(),
-                certificates: HashMap::new(),
-                certificate_order: Vec::new(),
-                new_orders: 0,
-                replaces_seen: Vec::new(),
-                refused_replaces: Vec::new(),
-                replaced: HashSet::new(),
-                replacing_orders: HashMap::new(),
-                rate_limited: 0,
-                rate_limited_retry_after_secs: 0,
-                down: false,
-                profiles: Vec::new(),
-                profiles_seen: Vec::new(),
+                ..State::default()
             }),
             upstream,
             upstream_authority,
             front_authority,
             new_order_path,
         });
-        let server = tokio::spawn(accept_loop(listener, acceptor, shared.clone()));
+        let handling = Arc::clone(&shared);
+        let server = tokio::spawn(serve_http1(listener, Some(acceptor), move |request| {
+            Arc::clone(&handling).handle(request)
+        }));
         Ok(AcmeFront {
             port,
             ca_path,
@@ -186,11 +174,6 @@ impl AcmeFront {
     /// The ACME directory behind the front, `https://127.0.0.1:PORT/dir`.
     pub fn directory_url(&self) -> String {
         format!("https://127.0.0.1:{}{DIRECTORY_PATH}", self.port)
-    }
-
-    /// The port the front listens on (127.0.0.1).
-    pub fn port(&self) -> u16 {
-        self.port
     }
 
     /// PEM file of the CA clients must trust to talk to the front: the same
@@ -802,31 +785,7 @@ fn rfc3339(ms: i64) -> anyhow::Result<String> {
         .context("formatting a timestamp")
 }
 
-fn server_tls(
-    provider: Arc<rustls::crypto::CryptoProvider>,
-    certificate_path: &Path,
-    key_path: &Path,
-) -> anyhow::Result<TlsAcceptor> {
-    let certificates = CertificateDer::pem_file_iter(certificate_path)
-        .with_context(|| format!("reading {}", certificate_path.display()))?
-        .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("reading {}", certificate_path.display()))?;
-    let key = PrivateKeyDer::from_pem_file(key_path)
-        .with_context(|| format!("reading {}", key_path.display()))?;
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .context("choosing tls versions")?
-        .with_no_client_auth()
-        .with_single_cert(certificates, key)
-        .context("loading the listener certificate")?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(config)))
-}
-
-fn upstream_client(
-    provider: Arc<rustls::crypto::CryptoProvider>,
-    ca_path: &Path,
-) -> anyhow::Result<Client<HttpsConnector<HttpConnector>, Body>> {
+fn upstream_client(ca_path: &Path) -> anyhow::Result<Client<HttpsConnector<HttpConnector>, Body>> {
     let mut roots = rustls::RootCertStore::empty();
     for certificate in CertificateDer::pem_file_iter(ca_path)
         .with_context(|| format!("reading {}", ca_path.display()))?
@@ -835,6 +794,7 @@ fn upstream_client(
             .add(certificate.with_context(|| format!("reading {}", ca_path.display()))?)
             .context("trusting pebble's listener ca")?;
     }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .context("choosing tls versions")?
@@ -874,34 +834,6 @@ async fn discover_new_order_path(
     };
     let read: anyhow::Result<String> = read.await;
     read.unwrap_or_else(|_| DEFAULT_NEW_ORDER_PATH.to_owned())
-}
-
-/// Accepts TLS connections and serves HTTP/1.1 on each; the connections are
-/// aborted with this task.
-async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, shared: Arc<Shared>) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                };
-                let acceptor = acceptor.clone();
-                let shared = shared.clone();
-                connections.spawn(async move {
-                    let Ok(tls) = acceptor.accept(stream).await else {
-                        return;
-                    };
-                    let service = service_fn(move |request| shared.clone().handle(request));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tls), service)
-                        .await;
-                });
-            }
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    }
 }
 
 #[cfg(test)]

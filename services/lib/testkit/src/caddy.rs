@@ -3,7 +3,7 @@
 //! admin API (automatic HTTPS is off).
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -23,6 +23,7 @@ pub struct Caddy {
     // The child first: it is dropped (killed) before the directory goes.
     caddy: Child,
     state_dir: tempfile::TempDir,
+    program: PathBuf,
     admin_port: u16,
     https_port: u16,
 }
@@ -75,20 +76,12 @@ impl Caddy {
                 },
             },
         });
-        let config_path = dir.join("caddy.json");
-        write_file(&config_path, &config.to_string())?;
-        let mut command = child_command(program, false);
-        command
-            .arg("run")
-            .arg("--config")
-            .arg(&config_path)
-            .env("HOME", dir)
-            .env("XDG_DATA_HOME", dir.join("data"))
-            .env("XDG_CONFIG_HOME", dir.join("config"));
-        let caddy = spawn_logged(command, dir, "caddy")?;
+        write_file(&dir.join("caddy.json"), &config.to_string())?;
+        let caddy = spawn(program, dir)?;
         let mut running = Caddy {
             caddy,
             state_dir,
+            program: program.to_owned(),
             admin_port,
             https_port,
         };
@@ -149,17 +142,7 @@ impl Caddy {
     /// API since is gone, as after a real restart without a saved config.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         let _ = self.caddy.kill().await;
-        let program = find_program("caddy")?;
-        let dir = self.state_dir.path();
-        let mut command = child_command(&program, false);
-        command
-            .arg("run")
-            .arg("--config")
-            .arg(dir.join("caddy.json"))
-            .env("HOME", dir)
-            .env("XDG_DATA_HOME", dir.join("data"))
-            .env("XDG_CONFIG_HOME", dir.join("config"));
-        self.caddy = spawn_logged(command, dir, "caddy")?;
+        self.caddy = spawn(&self.program, self.state_dir.path())?;
         self.wait_until_ready()
             .await
             .map_err(|failure| match failure {
@@ -179,4 +162,17 @@ impl Caddy {
             log_tail(&self.state_dir.path().join("caddy.log"), LOG_TAIL_LINES)
         )
     }
+}
+
+/// `caddy run` with `<dir>/caddy.json`, its home and storage in `dir`.
+fn spawn(program: &Path, dir: &Path) -> anyhow::Result<Child> {
+    let mut command = child_command(program, false);
+    command
+        .arg("run")
+        .arg("--config")
+        .arg(dir.join("caddy.json"))
+        .env("HOME", dir)
+        .env("XDG_DATA_HOME", dir.join("data"))
+        .env("XDG_CONFIG_HOME", dir.join("config"));
+    spawn_logged(command, dir, "caddy")
 }

@@ -185,6 +185,49 @@ fn args(dir: &Path) -> Vec<String> {
 }
 
 fn nginx_conf(dir: &Path, port: u16, as_root: bool) -> String {
+    let dir_text = dir.display();
+    conf(
+        dir,
+        as_root,
+        &format!(
+            r#"    access_log off;
+    server {{
+        listen 127.0.0.1:{port} ssl default_server;
+        server_name _;
+        ssl_certificate {dir_text}/default.pem;
+        ssl_certificate_key {dir_text}/default-key.pem;
+        return 404;
+    }}
+    include {dir_text}/certfleet/servers/*.conf;
+"#
+        ),
+    )
+}
+
+fn webroot_conf(dir: &Path, port: u16, root: &Path, as_root: bool) -> String {
+    let (dir_text, root) = (dir.display(), root.display());
+    conf(
+        dir,
+        as_root,
+        &format!(
+            r#"    access_log {dir_text}/access.log;
+    default_type text/plain;
+    server {{
+        listen 127.0.0.1:{port} default_server;
+        server_name _;
+        root {root};
+        location / {{
+            try_files $uri =404;
+        }}
+    }}
+"#
+        ),
+    )
+}
+
+/// The main configuration around `http`, the inside of its `http {}` block:
+/// everything (pid file, temporary files) stays in the prefix `dir`.
+fn conf(dir: &Path, as_root: bool, http: &str) -> String {
     let dir = dir.display();
     // As root the workers would otherwise switch to nobody, who cannot enter
     // the private prefix directory.
@@ -196,51 +239,12 @@ pid {dir}/nginx.pid;
 error_log stderr notice;
 events {{ worker_connections 128; }}
 http {{
-    access_log off;
     client_body_temp_path {dir}/temp/body;
     proxy_temp_path {dir}/temp/proxy;
     fastcgi_temp_path {dir}/temp/fastcgi;
     uwsgi_temp_path {dir}/temp/uwsgi;
     scgi_temp_path {dir}/temp/scgi;
-    server {{
-        listen 127.0.0.1:{port} ssl default_server;
-        server_name _;
-        ssl_certificate {dir}/default.pem;
-        ssl_certificate_key {dir}/default-key.pem;
-        return 404;
-    }}
-    include {dir}/certfleet/servers/*.conf;
-}}
-"#
-    )
-}
-
-fn webroot_conf(dir: &Path, port: u16, root: &Path, as_root: bool) -> String {
-    let (dir, root) = (dir.display(), root.display());
-    let user = if as_root { "user root;\n" } else { "" };
-    format!(
-        r#"{user}worker_processes 1;
-daemon off;
-pid {dir}/nginx.pid;
-error_log stderr notice;
-events {{ worker_connections 128; }}
-http {{
-    access_log {dir}/access.log;
-    default_type text/plain;
-    client_body_temp_path {dir}/temp/body;
-    proxy_temp_path {dir}/temp/proxy;
-    fastcgi_temp_path {dir}/temp/fastcgi;
-    uwsgi_temp_path {dir}/temp/uwsgi;
-    scgi_temp_path {dir}/temp/scgi;
-    server {{
-        listen 127.0.0.1:{port} default_server;
-        server_name _;
-        root {root};
-        location / {{
-            try_files $uri =404;
-        }}
-    }}
-}}
+{http}}}
 "#
     )
 }

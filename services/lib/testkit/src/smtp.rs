@@ -5,9 +5,10 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
+use anyhow::{Context as _, anyhow, bail};
 use tokio::process::Child;
 
+use crate::bind::daemon::StartFailure;
 use crate::free_port;
 use crate::process::{child_command, log_tail, require_program, spawn_logged, write_file};
 
@@ -183,10 +184,8 @@ impl SmtpSink {
             sink.port = free_port();
             match sink.spawn().await {
                 Ok(()) => return Ok(sink),
-                Err(error) if error.to_string().contains("address already in use") => {
-                    last_error = Some(error);
-                }
-                Err(error) => return Err(error),
+                Err(StartFailure::PortTaken(error)) => last_error = Some(error),
+                Err(StartFailure::Fatal(error)) => return Err(error),
             }
         }
         Err(last_error.unwrap_or_else(|| anyhow::anyhow!("aiosmtpd did not start")))
@@ -261,13 +260,12 @@ impl SmtpSink {
             match self.spawn().await {
                 Ok(()) => return Ok(()),
                 // The old socket may linger for a moment.
-                Err(error)
-                    if error.to_string().contains("address already in use")
-                        && Instant::now() < deadline =>
-                {
+                Err(StartFailure::PortTaken(_)) if Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                Err(error) => return Err(error),
+                Err(StartFailure::PortTaken(error) | StartFailure::Fatal(error)) => {
+                    return Err(error);
+                }
             }
         }
     }
@@ -284,7 +282,7 @@ impl SmtpSink {
         self.dir.path().join("mail")
     }
 
-    async fn spawn(&mut self) -> anyhow::Result<()> {
+    async fn spawn(&mut self) -> Result<(), StartFailure> {
         let path = self.dir.path();
         let mut command = child_command(&self.python, false);
         command
@@ -301,13 +299,19 @@ impl SmtpSink {
             if let Some(status) = child.try_wait().context("polling aiosmtpd")? {
                 let logs = self.logs();
                 if logs.contains("No module named aiosmtpd") {
-                    bail!("the python module aiosmtpd is missing; {INSTALL_HINT}\n{logs}");
+                    return Err(StartFailure::Fatal(anyhow!(
+                        "the python module aiosmtpd is missing; {INSTALL_HINT}\n{logs}"
+                    )));
                 }
                 let lowered = logs.to_lowercase();
                 if lowered.contains("address already in use") || lowered.contains("errno 98") {
-                    bail!("aiosmtpd: address already in use\n{logs}");
+                    return Err(StartFailure::PortTaken(anyhow!(
+                        "aiosmtpd: address already in use\n{logs}"
+                    )));
                 }
-                bail!("aiosmtpd exited during start-up ({status})\n{logs}");
+                return Err(StartFailure::Fatal(anyhow!(
+                    "aiosmtpd exited during start-up ({status})\n{logs}"
+                )));
             }
             if tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, self.port))
                 .await
@@ -317,12 +321,12 @@ impl SmtpSink {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                bail!(
+                return Err(StartFailure::Fatal(anyhow!(
                     "aiosmtpd did not listen on 127.0.0.1:{} within {} s\n{}",
                     self.port,
                     START_TIMEOUT.as_secs(),
                     self.logs()
-                );
+                )));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

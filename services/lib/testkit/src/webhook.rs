@@ -72,22 +72,7 @@ impl WebhookReceiver {
 
     /// HTTPS with the given certificate chain and key (PEM).
     pub async fn start_https(cert_pem: &str, key_pem: &str) -> anyhow::Result<WebhookReceiver> {
-        let certificates = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
-            .collect::<Result<Vec<_>, _>>()
-            .context("reading the webhook receiver certificate")?;
-        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
-            .context("reading the webhook receiver key")?;
-        let provider = rustls::crypto::CryptoProvider::get_default()
-            .cloned()
-            .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .context("choosing tls versions")?
-            .with_no_client_auth()
-            .with_single_cert(certificates, key)
-            .context("loading the webhook receiver certificate")?;
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Self::start_with(Some(TlsAcceptor::from(Arc::new(config)))).await
+        Self::start_with(Some(tls_acceptor(cert_pem.as_bytes(), key_pem.as_bytes())?)).await
     }
 
     async fn start_with(acceptor: Option<TlsAcceptor>) -> anyhow::Result<WebhookReceiver> {
@@ -100,7 +85,10 @@ impl WebhookReceiver {
             status: AtomicU16::new(200),
         });
         let scheme = if acceptor.is_some() { "https" } else { "http" };
-        let server = tokio::spawn(accept_loop(listener, acceptor, Arc::clone(&shared)));
+        let recording = Arc::clone(&shared);
+        let server = tokio::spawn(serve_http1(listener, acceptor, move |request| {
+            record(Arc::clone(&recording), request)
+        }));
         Ok(WebhookReceiver {
             address,
             scheme,
@@ -153,7 +141,37 @@ impl WebhookReceiver {
     }
 }
 
-async fn accept_loop(listener: TcpListener, acceptor: Option<TlsAcceptor>, shared: Arc<Shared>) {
+/// A TLS acceptor with the certificate chain and key (PEM), offering HTTP/1.1.
+pub(crate) fn tls_acceptor(cert_pem: &[u8], key_pem: &[u8]) -> anyhow::Result<TlsAcceptor> {
+    let certificates = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .context("reading the server certificate")?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem).context("reading the server key")?;
+    let provider = rustls::crypto::CryptoProvider::get_default()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("choosing tls versions")?
+        .with_no_client_auth()
+        .with_single_cert(certificates, key)
+        .context("loading the server certificate")?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Accepts connections (with TLS first when there is an `acceptor`) and
+/// serves HTTP/1.1 on each with `handle`; the connections are aborted with
+/// this task. The ARI front ([`crate::acme_front`]) serves with it too.
+pub(crate) async fn serve_http1<H, F, E>(
+    listener: TcpListener,
+    acceptor: Option<TlsAcceptor>,
+    handle: H,
+) where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + 'static,
+    F: Future<Output = Result<Response<Full<Bytes>>, E>> + Send + 'static,
+    E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+{
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -163,9 +181,8 @@ async fn accept_loop(listener: TcpListener, acceptor: Option<TlsAcceptor>, share
                     continue;
                 };
                 let acceptor = acceptor.clone();
-                let shared = Arc::clone(&shared);
+                let service = service_fn(handle.clone());
                 connections.spawn(async move {
-                    let service = service_fn(move |request| record(Arc::clone(&shared), request));
                     let builder = hyper::server::conn::http1::Builder::new();
                     match acceptor {
                         Some(acceptor) => {

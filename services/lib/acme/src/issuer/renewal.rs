@@ -6,6 +6,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use certfleet_core::renewal::renew_before_override;
 use certfleet_core::{ari_renew_at, registered_domain, renew_at};
 use certfleet_store::{BudgetRule, Certificate, CertificateVersion, RenewalPlan, StoreError};
 use instant_acme::{Account, CertificateIdentifier};
@@ -143,6 +144,9 @@ impl Issuer {
         ca: &CaSettings,
         kind: OrderKind,
     ) -> Vec<BudgetRule> {
+        if kind == OrderKind::AriRenewal {
+            return Vec::new();
+        }
         let limits = &self.config.rate_limits;
         let names = certificate.name_list();
         let mut rules = Vec::new();
@@ -152,7 +156,7 @@ impl Issuer {
                     kind: kind.to_owned(),
                     scope,
                     limit: budget.limit,
-                    window_ms: i64::try_from(budget.window.as_millis()).unwrap_or(i64::MAX),
+                    window_ms: millis(budget.window),
                     spend,
                     label: format!(
                         "{label} at {}: {} per {}",
@@ -163,9 +167,6 @@ impl Issuer {
                 });
             }
         };
-        if kind == OrderKind::AriRenewal {
-            return Vec::new();
-        }
         for name in &names {
             rule(
                 FAILED_AUTHORIZATION,
@@ -280,7 +281,7 @@ impl Issuer {
                     (start, end),
                     chosen,
                     now + recheck,
-                    not_after,
+                    (not_before, not_after),
                 )
             }
             AriAnswer::NotOffered => lifetime,
@@ -298,7 +299,7 @@ impl Issuer {
         (start, end): (i64, i64),
         chosen: i64,
         ari_next_at: i64,
-        not_after: i64,
+        (not_before, not_after): (i64, i64),
     ) -> RenewalPlan {
         let mut reason = format!(
             "a random time in {}'s renewal window {} to {} (ARI)",
@@ -307,16 +308,20 @@ impl Issuer {
             format_ms(end)
         );
         let mut at = chosen;
-        if let Some(before) = certificate.renew_before_ms.filter(|before| *before > 0) {
-            let override_at = not_after.saturating_sub(before);
-            if override_at < at {
-                at = override_at;
-                reason = format!(
-                    "{} before expiry, as the certificate asks (earlier than {}'s ARI window)",
-                    span(Duration::from_millis(u64::try_from(before).unwrap_or(0))),
-                    ca.name
-                );
-            }
+        // The same override (and guard against a renewal loop) as the
+        // lifetime rule's.
+        if let Some(asked) =
+            renew_before_override(not_before, not_after, certificate.renew_before_ms)
+            && asked < at
+        {
+            at = asked;
+            reason = format!(
+                "{} before expiry, as the certificate asks (earlier than {}'s ARI window)",
+                span(Duration::from_millis(
+                    u64::try_from(not_after - asked).unwrap_or(0)
+                )),
+                ca.name
+            );
         }
         RenewalPlan {
             renew_at: at,
@@ -435,7 +440,7 @@ impl Issuer {
                         (start, end),
                         chosen,
                         now + recheck,
-                        version.not_after,
+                        (version.not_before, version.not_after),
                     );
                     tracing::info!(certificate_id = %certificate.id, issuer = %ca.name, renew_at = plan.renew_at / 1000, "the CA's renewal window changed; renewal time chosen again");
                     (Some((start, end)), Some(plan), Some(now + recheck))
@@ -516,7 +521,9 @@ pub(crate) fn lifetime_plan(
     let default_at = renew_at(not_before, not_after, None);
     let lifetime = Duration::from_millis(u64::try_from(not_after - not_before).unwrap_or(0));
     let asked_too_much = renew_before_ms
-        .filter(|before| *before > 0 && *before >= not_after - not_before)
+        .filter(|before| {
+            *before > 0 && renew_before_override(not_before, not_after, Some(*before)).is_none()
+        })
         .map(|before| {
             format!(
                 " (renew_before of {} is not shorter than the lifetime, so it is ignored)",
